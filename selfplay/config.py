@@ -1,0 +1,156 @@
+"""The loop's settings: one dataclass, a field per flag, parsed from the command line and saved in the run dir.
+
+    selfplay loop --domain chess --steps 20 --grpo loss_type=grpo --grpo epsilon=0.1
+
+Named fields cover what the loop itself uses; `--grpo KEY=VALUE` sets any other field of TRL's `GRPOConfig`
+unchanged (type-checked against TRL's own field types), so every TRL knob reaches the trainer.
+"""
+
+import argparse
+import dataclasses
+import json
+import time
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A flag or setting is malformed; the message names it."""
+
+
+@dataclass
+class LoopConfig:
+    domain: str = "chess"
+    """task domain: chess"""
+    model: str = "SmolLM2-135M-Instruct"
+    """HF model directory or hub id (default: the built-in SmolLM2-135M-Instruct)"""
+    run: str | None = None
+    """run name; the run goes to <runs-dir>/<run> (default: <domain>__<model>__<seed>__<time>)"""
+    runs_dir: str = "runs"
+    """where run directories are created"""
+    steps: int = 20
+    """GRPO iterations (generate, score, update)"""
+    seed: int = 0
+    """seed for training positions, sampling and initialisation"""
+    prompts_per_step: int = 4
+    """distinct prompts per iteration; each gets num_generations samples"""
+    num_generations: int = 8
+    """GRPO group size (TRL num_generations)"""
+    micro_batch_size: int = 4
+    """sequences per forward/backward pass; an iteration's prompts_per_step x num_generations must divide by it"""
+    max_completion_length: int = 8
+    """max new tokens per completion (TRL max_completion_length)"""
+    temperature: float = 1.0
+    """sampling temperature, for vLLM and for the trainer's logprobs (TRL temperature)"""
+    learning_rate: float = 2e-4
+    """AdamW learning rate (TRL learning_rate)"""
+    beta: float = 0.0
+    """KL coefficient against the reference policy (TRL beta)"""
+    loss_type: str = "dapo"
+    """TRL loss_type: grpo, dr_grpo, dapo, bnpo, ..."""
+    scale_rewards: str = "group"
+    """TRL scale_rewards: group, batch or none"""
+    full_finetune: bool = False
+    """train every weight instead of a LoRA adapter (needs CUDA: vLLM CPU cannot reload full weights)"""
+    lora_rank: int = 16
+    """LoRA rank (PEFT r)"""
+    lora_alpha: int = 32
+    """LoRA alpha (PEFT lora_alpha)"""
+    train_positions: int = 1000
+    """size of the training prompt pool"""
+    eval_positions: int = 100
+    """size of the held-out evaluation set, scored before and after training (0 skips evaluation)"""
+    engine_depth: int = 8
+    """Stockfish search depth for rewards"""
+    grpo: list[str] = field(default_factory=list)
+    """extra TRL GRPOConfig fields as KEY=VALUE (repeatable)"""
+
+    def run_name(self) -> str:
+        model = Path(self.model.rstrip("/")).name or self.model
+        return self.run or f"{self.domain}__{model}__{self.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _field_type(tp):
+    """The scalar type argparse converts to: `str | None` -> str, `list[str]` -> str."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is list:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstring under each dataclass field (cleanrl style), read from the source."""
+    import ast
+    import inspect
+
+    docs, body = {}, ast.parse(inspect.getsource(cls)).body[0].body
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = nxt.value.value
+    return docs
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls=LoopConfig) -> None:
+    docs, hints = field_docs(cls), typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{docs.get(f.name, '')} (default: {default})"
+        if hints[f.name] is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif typing.get_origin(hints[f.name]) is list:
+            parser.add_argument(flag, action="append", default=[], metavar="KEY=VALUE", help=help_text)
+        else:
+            parser.add_argument(flag, type=_field_type(hints[f.name]), default=default, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace, cls=LoopConfig):
+    config = cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    for name in (
+        "steps", "prompts_per_step", "num_generations", "micro_batch_size", "max_completion_length", "lora_rank",
+        "engine_depth",
+    ):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    if (config.prompts_per_step * config.num_generations) % config.micro_batch_size:
+        raise ConfigError("--micro-batch-size must divide --prompts-per-step x --num-generations")
+    if config.temperature < 0:
+        raise ConfigError(f"--temperature must be >= 0, got {config.temperature}")
+    grpo_overrides(config.grpo)  # fail at parse time, not after vLLM has started
+    return config
+
+
+def grpo_overrides(pairs: list[str]) -> dict:
+    """Parse `--grpo KEY=VALUE` pairs into GRPOConfig keyword arguments, typed by TRL's own field types."""
+    from trl import GRPOConfig
+
+    fields = {f.name: f for f in dataclasses.fields(GRPOConfig)}
+    hints = typing.get_type_hints(GRPOConfig)
+    overrides = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--grpo {pair!r}: expected KEY=VALUE")
+        if key not in fields:
+            raise ConfigError(f"--grpo {key}: TRL's GRPOConfig has no field {key!r}")
+        overrides[key] = _parse_value(key, raw, hints[key])
+    return overrides
+
+
+def _parse_value(key: str, raw: str, tp):
+    scalar = _field_type(tp)
+    if raw.lower() == "none" and type(None) in typing.get_args(tp):
+        return None
+    try:
+        if scalar is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        if scalar in (int, float, str):
+            return scalar(raw)
+        return json.loads(raw)  # lists and dicts
+    except ValueError:
+        raise ConfigError(f"--grpo {key}={raw!r}: not a valid {getattr(scalar, '__name__', scalar)}") from None

@@ -1,0 +1,21 @@
+"""Task domains. A domain is a module with:
+
+    train_rows(count, *, seed) -> [{"prompt": [...messages], <reward columns>...}]
+    eval_rows(count) -> held-out rows of the same shape, never trained on
+    reward_funcs(*, depth) -> (TRL reward functions, their weights, an object to close() at the end)
+    HEADLINE: the metric the progress display shows beside the reward
+"""
+
+import importlib
+
+DOMAINS = ("chess",)
+
+
+class DomainError(ValueError):
+    """An unknown domain was asked for."""
+
+
+def get_domain(name: str):
+    if name not in DOMAINS:
+        raise DomainError(f"unknown domain {name!r}: choose one of {', '.join(DOMAINS)}")
+    return importlib.import_module(f"selfplay.domains.{name}")

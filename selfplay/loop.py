@@ -1,0 +1,95 @@
+"""The self-improvement loop, top to bottom: config -> model -> policy -> eval -> (generate, score, update)* -> eval.
+
+    selfplay loop --domain chess --steps 20        # or: make loop DOMAIN=chess STEPS=20
+
+1. the policy model is resolved (the built-in SmolLM2-135M-Instruct is built on first use);
+2. vLLM serves it; the held-out set is answered greedily and scored ("before");
+3. TRL's GRPOTrainer runs `steps` iterations: vLLM samples a group per prompt, the domain's reward functions score
+   them, TRL updates the LoRA adapter, and the new adapter is hot-loaded into vLLM;
+4. the held-out set is scored again ("after"); everything lands in runs/<run-id>/ (see selfplay.runlog).
+"""
+
+import dataclasses
+import logging
+import os
+
+from rich.console import Console
+
+from selfplay.config import ConfigError, LoopConfig
+from selfplay.dashboard import Dashboard
+from selfplay.domains import get_domain
+from selfplay.evaluate import evaluate
+from selfplay.model import resolve_model
+from selfplay.runlog import RunLogger, create_run_dir, write_json
+
+log = logging.getLogger(__name__)
+
+
+def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
+    console = console or Console()
+    domain = get_domain(config.domain)
+    run_dir = create_run_dir(config.runs_dir, config.run_name())
+    model_path = resolve_model(config.model)
+    settings = {**dataclasses.asdict(config), "run": run_dir.name, "model_path": model_path}
+    write_json(run_dir / "config.json", settings)
+    console.print(f"[bold]run[/] {run_dir}")
+    console.print_json(data=settings)
+
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from selfplay.policy import VLLMPolicy
+    from selfplay.train import build_trainer
+
+    if config.full_finetune and not torch.cuda.is_available():
+        raise ConfigError(
+            "--full-finetune needs CUDA: vLLM's CPU backend cannot reload full weights. Use LoRA (the default) on CPU."
+        )
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    reward_funcs, reward_weights, judge = domain.reward_funcs(depth=config.engine_depth)
+    policy = VLLMPolicy(model_path, lora_rank=None if config.full_finetune else config.lora_rank, seed=config.seed)
+    try:
+        eval_rows = domain.eval_rows(config.eval_positions) if config.eval_positions else []
+        results = {}
+        if eval_rows:
+            results["before"] = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length)
+            console.print(f"[bold]eval before[/] {summary(results['before'])}")
+
+        stats: dict = {}
+        dataset = Dataset.from_list(domain.train_rows(config.train_positions, seed=config.seed))
+        with Dashboard(config.steps, headline=domain.HEADLINE, console=console) as dashboard:
+            logger = RunLogger(run_dir, stats, on_metrics=dashboard.update)
+            trainer = build_trainer(
+                config, model_path, dataset, reward_funcs, reward_weights, policy, run_dir, stats, [logger]
+            )
+            logger.trainer = trainer
+            trainer.train()
+        if not config.full_finetune:
+            trainer.model.save_pretrained(run_dir / "adapters" / "final")
+
+        if eval_rows:
+            results["after"] = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length)
+            console.print(f"[bold]eval after[/]  {summary(results['after'])}")
+            console.print(f"[bold]before -> after[/] {compare(results['before'], results['after'])}")
+            write_json(run_dir / "eval.json", results)
+        return results
+    finally:
+        policy.close()
+        judge.close()
+
+
+def metric_names(result: dict) -> list[str]:
+    return [k for k, v in result.items() if isinstance(v, float)]
+
+
+def summary(result: dict) -> str:
+    return "  ".join(f"{k} {result[k]:.3f}" for k in metric_names(result))
+
+
+def compare(before: dict, after: dict) -> str:
+    return "  ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in metric_names(before) if after.get(k) is not None)
+
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; we pin TRL's version

@@ -1,0 +1,140 @@
+"""Policy serving through vLLM: sampled completions with their token ids and logprobs, new weights per version.
+
+    policy = VLLMPolicy(model_dir, lora_rank=16)
+    groups = policy.generate([prompt_ids, ...], n=8, max_tokens=8, temperature=1.0)   # one group per prompt
+    policy.load_adapter("runs/x/adapters/v1")   # the LoRA adapter the trainer just saved is what vLLM now serves
+
+After every policy update the trainer saves a LoRA adapter into a new directory, and `load_adapter` hot-loads it into
+the running engine under a new id (~1 s on CPU). The logprobs vLLM reports are taken after temperature scaling
+(`logprobs_mode="processed_logprobs"`), so they are comparable with the trainer's logprobs of the same tokens.
+
+vLLM runs in float32 on CPU (bfloat16 on vLLM CPU gives different answers from the trainer's model) and in the
+model's dtype on CUDA. If the engine dies, it is restarted once with the current adapter and the call retried; a
+second failure raises `PolicyError` saying what to check.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+class PolicyError(RuntimeError):
+    """vLLM cannot start or keeps dying; the message says what to do."""
+
+
+@dataclass
+class Completion:
+    completion_ids: list[int]
+    logprobs: list[float]  # logprob of each sampled token under the served policy
+    text: str
+
+
+class VLLMPolicy:
+    def __init__(
+        self,
+        model: str,
+        *,
+        lora_rank: int | None,
+        seed: int = 0,
+        max_model_len: int = 2048,
+        gpu_memory_utilization: float = 0.3,
+        kv_cache_gb: int = 1,
+    ):
+        import torch
+
+        self.on_cuda = torch.cuda.is_available()
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))  # vLLM CPU's KV cache size, in GiB
+        self.engine_args = dict(
+            model=model,
+            dtype="auto" if self.on_cuda else "float32",
+            enforce_eager=not self.on_cuda,  # torch.compile costs minutes of start on 2 cores
+            enable_prefix_caching=True,  # a GRPO group shares its prompt: prefill it once
+            enable_lora=lora_rank is not None,
+            max_lora_rank=lora_rank or 16,
+            max_loras=1,
+            seed=seed,
+            max_model_len=max_model_len,
+            logprobs_mode="processed_logprobs",
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
+        self.version = 0  # policy version served now: 0 = the base weights, k = adapter after update k
+        self.lora = None
+        self.llm = self._start()
+
+    def _start(self):
+        from vllm import LLM
+
+        try:
+            return LLM(**self.engine_args)
+        except Exception as error:  # vLLM raises many types at start; all mean the same to the user
+            raise PolicyError(
+                f"vLLM could not start on {self.engine_args['model']!r}: {error}. Check that the model directory "
+                "loads with transformers, that `make setup` installed vLLM, and that there is free memory."
+            ) from error
+
+    def load_adapter(self, adapter_dir: str, version: int) -> None:
+        """Serve the LoRA adapter saved in `adapter_dir` as policy version `version` (ids must grow)."""
+        from vllm.lora.request import LoRARequest
+
+        if not self.engine_args["enable_lora"]:
+            raise PolicyError("this policy was started without LoRA (full fine-tune): it cannot load an adapter")
+        self.lora = LoRARequest(f"policy-v{version}", version, str(adapter_dir))
+        self.version = version
+
+    def generate(
+        self,
+        prompts: list[list[int]],
+        *,
+        n: int,
+        max_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: list[str] | None = None,
+    ) -> list[list[Completion]]:
+        """`n` sampled completions for each tokenized prompt (temperature 0 = greedy)."""
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(
+            n=n,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k if top_k and top_k > 0 else 0,
+            logprobs=0,  # the sampled token's own logprob
+            stop=stop,
+        )
+        requests = [TokensPrompt(prompt_token_ids=ids) for ids in prompts]
+        outputs = self._generate(requests, params)
+        return [
+            [
+                Completion(list(c.token_ids), [lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)], c.text)
+                for c in out.outputs
+            ]
+            for out in outputs
+        ]
+
+    def _generate(self, requests, params):
+        for attempt in range(2):
+            try:
+                return self.llm.generate(requests, params, lora_request=self.lora, use_tqdm=False)
+            except Exception as error:  # EngineDeadError and friends: restart once, then give up loudly
+                if attempt == 1:
+                    raise PolicyError(
+                        f"vLLM failed twice in a row ({error}); check free memory (VLLM_CPU_KVCACHE_SPACE) "
+                        "and the log above for the engine's own error"
+                    ) from error
+                log.warning("vLLM generation failed (%s); restarting the engine", error)
+                self.close()
+                self.llm = self._start()
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+            del llm

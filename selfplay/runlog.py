@@ -1,0 +1,109 @@
+"""The run directory `runs/<run-id>/` and what the loop writes into it.
+
+    config.json     every setting (also printed at start)
+    metrics.jsonl   one line per iteration: reward mean/std, per-reward means, zero-spread groups, loss, KL,
+                    generation tokens/s, reward evals/s, step seconds, policy version (+ TRL's raw log under "trl")
+    samples.jsonl   every prompt, completion, reward(s), advantage and the policy version that sampled it
+    eval.json       the held-out evaluation before and after training
+    adapters/       the LoRA adapter of the latest policy versions, and adapters/final
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used; the message says why."""
+
+
+def create_run_dir(runs_dir: str, name: str) -> Path:
+    if not name or "/" in name or name in (".", ".."):
+        raise RunDirError(f"run name {name!r} must be a plain directory name")
+    path = Path(runs_dir) / name
+    if (path / "metrics.jsonl").exists():
+        raise RunDirError(f"{path} already holds a run: choose another RUN name (nothing was overwritten)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def append_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("a") as f:
+        for row in rows:
+            f.write(json.dumps(row, default=str) + "\n")
+
+
+def _clean(value):
+    """JSON has no NaN: a metric that could not be computed is null."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def completion_text(completion) -> str:
+    if isinstance(completion, list):
+        return "".join(m.get("content") or "" for m in completion)
+    return completion
+
+
+class RunLogger(TrainerCallback):
+    """Writes metrics.jsonl and samples.jsonl after every optimizer step, and feeds the progress display."""
+
+    def __init__(self, run_dir: Path, stats: dict, on_metrics=None):
+        self.run_dir, self.stats, self.on_metrics = run_dir, stats, on_metrics
+        self.trainer = None  # set by the loop: the samples and their advantages live in the trainer's log buffer
+        self.step_start = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_start = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:  # the final summary log has no per-step metrics
+            return
+        stats = self.stats
+        reward_names = [k.split("/")[1] for k in logs if k.startswith("rewards/") and k.endswith("/mean")]
+        row = {
+            "iteration": state.global_step,
+            "policy_version": stats.get("policy_version"),
+            "reward/mean": logs.get("reward"),
+            "reward/std": logs.get("reward_std"),
+            **{f"reward/{name}": logs.get(f"rewards/{name}/mean") for name in reward_names},
+            "reward/zero_std_frac": logs.get("frac_reward_zero_std"),
+            "train/loss": logs.get("loss"),
+            "train/kl": logs.get("kl"),
+            "gen/tokens_per_s": stats.get("gen/tokens_per_s"),
+            "reward/evals_per_s": stats.get("reward/evals", 0) / max(stats.get("reward/seconds", 0.0), 1e-9),
+            "time/step_s": time.perf_counter() - self.step_start if self.step_start else None,
+            "trl": logs,
+        }
+        row = {k: _clean(v) for k, v in row.items()}
+        append_jsonl(self.run_dir / "metrics.jsonl", [row])
+        self._write_samples(state.global_step, stats.get("policy_version"))
+        stats.pop("reward/evals", None)
+        stats.pop("reward/seconds", None)
+        if self.on_metrics:
+            self.on_metrics(row)
+
+    def _write_samples(self, iteration: int, version):
+        buffer = self.trainer._logs  # TRL keeps the last generation batch here: prompts, completions, rewards, advantages
+        rewards = {name: list(values) for name, values in buffer["rewards"].items()}
+        extra = {name: list(values) for name, values in buffer["extra"].items()}
+        rows = []
+        for i, (prompt, completion, advantage) in enumerate(zip(buffer["prompt"], buffer["completion"], buffer["advantages"])):
+            rows.append(
+                {
+                    "iteration": iteration,
+                    "policy_version": version,
+                    "prompt": prompt,
+                    "completion": completion_text(completion),
+                    "rewards": {name: _clean(values[i]) for name, values in rewards.items()},
+                    "advantage": advantage,
+                    **{name: values[i] for name, values in extra.items()},
+                }
+            )
+        append_jsonl(self.run_dir / "samples.jsonl", rows)
