@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
     console = console or Console()
     domain = get_domain(config.domain)
-    run_dir = create_run_dir(config.runs_dir, config.run_name())
     model_path = resolve_model(config.model)
+    run_dir = create_run_dir(config.runs_dir, config.run_name())
     settings = {**dataclasses.asdict(config), "run": run_dir.name, "model_path": model_path}
     write_json(run_dir / "config.json", settings)
     console.print(f"[bold]run[/] {run_dir}")

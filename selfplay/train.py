@@ -109,7 +109,11 @@ def score_completion_tokens_only() -> None:
 
 
 def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights, policy, run_dir: Path, stats: dict, callbacks):
-    """A TRL GRPOTrainer whose generation is `VLLMRollout` and whose updates reach vLLM through `SyncPolicy`."""
+    """A TRL GRPOTrainer whose generation is `VLLMRollout` and whose updates reach vLLM through `SyncPolicy`.
+
+    With `policy=None` TRL generates with the trained model itself (HF `generate`): the TRL-default baseline of
+    bench/loop_throughput.py, and the path checked on CUDA machines that have no vLLM.
+    """
     import torch
     from peft import LoraConfig
     from transformers import AutoTokenizer, PrinterCallback
@@ -159,8 +163,8 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        rollout_func=VLLMRollout(policy, tokenizer, stats),
-        callbacks=[SyncPolicy(policy, run_dir / "adapters"), *callbacks],
+        rollout_func=VLLMRollout(policy, tokenizer, stats) if policy else None,
+        callbacks=[SyncPolicy(policy, run_dir / "adapters"), *callbacks] if policy else callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the run dir and the display have them
     return trainer

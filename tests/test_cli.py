@@ -1,0 +1,63 @@
+"""Bad input to the `selfplay` command: one clear line on stderr and exit status 2, nothing overwritten."""
+
+import pytest
+
+from selfplay.cli import main
+
+
+def run_cli(capsys, *argv):
+    status = main(list(argv))
+    return status, capsys.readouterr().err
+
+
+def test_unknown_domain(capsys, tmp_path):
+    status, err = run_cli(capsys, "loop", "--domain", "poker", "--runs-dir", str(tmp_path))
+    assert status == 2 and "unknown domain 'poker'" in err and "chess" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_missing_model_path(capsys, tmp_path):
+    status, err = run_cli(capsys, "loop", "--model", str(tmp_path / "nope"), "--runs-dir", str(tmp_path))
+    assert status == 2 and "does not exist" in err
+    assert list(tmp_path.iterdir()) == []  # no run directory left behind
+
+
+def test_model_directory_without_config(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    status, err = run_cli(capsys, "loop", "--model", str(tmp_path / "empty"), "--runs-dir", str(tmp_path))
+    assert status == 2 and "no config.json" in err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--grpo", "loss_type"], "expected KEY=VALUE"),
+        (["--grpo", "no_such_field=1"], "has no field"),
+        (["--grpo", "epsilon=abc"], "not a valid float"),
+        (["--grpo", "mask_truncated_completions=maybe"], "not a valid bool"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--micro-batch-size", "3"], "must divide"),
+    ],
+)
+def test_malformed_flags(capsys, tmp_path, flags, message):
+    status, err = run_cli(capsys, "loop", "--runs-dir", str(tmp_path), *flags)
+    assert status == 2 and message in err
+
+
+def test_grpo_passthrough_is_typed_by_trl():
+    from selfplay.config import grpo_overrides
+
+    assert grpo_overrides(["epsilon=0.3", "loss_type=grpo", "mask_truncated_completions=true"]) == {
+        "epsilon": 0.3,
+        "loss_type": "grpo",
+        "mask_truncated_completions": True,
+    }
+
+
+def test_existing_run_is_never_overwritten(capsys, tmp_path, default_model):
+    run = tmp_path / "taken"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"iteration": 1}\n')
+    status, err = run_cli(capsys, "loop", "--runs-dir", str(tmp_path), "--run", "taken")
+    assert status == 2 and "already holds a run" in err
+    assert (run / "metrics.jsonl").read_text() == '{"iteration": 1}\n'
