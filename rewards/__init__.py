@@ -1,1 +1,1 @@
-"""rewards package."""
+"""Reward functions with TRL's signature `f(prompts, completions, **columns) -> list[float | None]`."""

@@ -21,6 +21,8 @@ import shutil
 import chess
 import chess.engine
 
+from rewards.completions import completion_text
+
 log = logging.getLogger(__name__)
 
 # A UCI move, or a SAN move (castling, piece moves, pawn moves with promotion), with optional check/mate suffix.
@@ -37,15 +39,6 @@ MAX_ANSWER_CHARS = 4096  # look no further than this for the move: bounded work 
 
 class EngineError(RuntimeError):
     """Stockfish cannot be started or keeps dying; the message says what to do."""
-
-
-def completion_text(completion) -> str:
-    """The text of a TRL completion: a plain string or a list of chat messages."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list):
-        return "".join(m.get("content") or "" for m in completion if isinstance(m, dict))
-    return ""
 
 
 def parse_move(board: chess.Board, text: str) -> chess.Move | None:

@@ -1,1 +1,1 @@
-"""sandboxes package."""
+"""Sandboxes for running untrusted model-written code (the code domain builds on them)."""

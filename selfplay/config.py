@@ -42,9 +42,9 @@ class LoopConfig:
     """sequences per forward/backward pass; an iteration's prompts_per_step x num_generations must divide by it"""
     max_completion_length: int = 8
     """max new tokens per completion (TRL max_completion_length)"""
-    temperature: float = 1.0
+    temperature: float = 0.8
     """sampling temperature, for vLLM and for the trainer's logprobs (TRL temperature)"""
-    learning_rate: float = 2e-4
+    learning_rate: float = 3e-4
     """AdamW learning rate (TRL learning_rate)"""
     beta: float = 0.0
     """KL coefficient against the reference policy (TRL beta)"""
@@ -53,7 +53,8 @@ class LoopConfig:
     scale_rewards: str = "group"
     """TRL scale_rewards: group, batch or none"""
     full_finetune: bool = False
-    """train every weight instead of a LoRA adapter (needs CUDA: vLLM CPU cannot reload full weights)"""
+    """train every weight instead of a LoRA adapter; TRL then generates and syncs weights itself (its colocated
+    vLLM on CUDA; HF generate on CPU, where vLLM cannot reload full weights)"""
     lora_rank: int = 16
     """LoRA rank (PEFT r)"""
     lora_alpha: int = 32

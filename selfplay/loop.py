@@ -15,7 +15,7 @@ import os
 
 from rich.console import Console
 
-from selfplay.config import ConfigError, LoopConfig
+from selfplay.config import LoopConfig
 from selfplay.dashboard import Dashboard
 from selfplay.domains import get_domain
 from selfplay.evaluate import evaluate
@@ -42,32 +42,38 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
     from selfplay.policy import VLLMPolicy
     from selfplay.train import build_trainer
 
-    if config.full_finetune and not torch.cuda.is_available():
-        raise ConfigError(
-            "--full-finetune needs CUDA: vLLM's CPU backend cannot reload full weights. Use LoRA (the default) on CPU."
-        )
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     reward_funcs, reward_weights, judge = domain.reward_funcs(depth=config.engine_depth)
-    policy = VLLMPolicy(model_path, lora_rank=None if config.full_finetune else config.lora_rank, seed=config.seed)
+    lora = not config.full_finetune
+    policy = VLLMPolicy(model_path, lora_rank=config.lora_rank if lora else None, seed=config.seed)
     try:
         eval_rows = domain.eval_rows(config.eval_positions) if config.eval_positions else []
         results = {}
         if eval_rows:
             results["before"] = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length)
             console.print(f"[bold]eval before[/] {summary(results['before'])}")
+        if not lora:  # full weights: TRL generates and syncs itself (HF generate on CPU, its colocated vLLM on CUDA)
+            policy.close()
 
         stats: dict = {}
         dataset = Dataset.from_list(domain.train_rows(config.train_positions, seed=config.seed))
         with Dashboard(config.steps, headline=domain.HEADLINE, console=console) as dashboard:
             logger = RunLogger(run_dir, stats, on_metrics=dashboard.update)
             trainer = build_trainer(
-                config, model_path, dataset, reward_funcs, reward_weights, policy, run_dir, stats, [logger]
+                config, model_path, dataset, reward_funcs, reward_weights, policy if lora else None, run_dir,
+                stats, [logger],
             )
             logger.trainer = trainer
             trainer.train()
-        if not config.full_finetune:
+        if lora:
             trainer.model.save_pretrained(run_dir / "adapters" / "final")
+        else:
+            trainer.save_model(str(run_dir / "final"))
+            del trainer  # free the trained copy before vLLM loads the saved one
+            if eval_rows:
+                policy = VLLMPolicy(str(run_dir / "final"), lora_rank=None, seed=config.seed)
+                policy.version = config.steps
 
         if eval_rows:
             results["after"] = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length)

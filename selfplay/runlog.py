@@ -15,6 +15,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from rewards.completions import completion_text
+
 
 class RunDirError(RuntimeError):
     """The run directory cannot be used; the message says why."""
@@ -43,12 +45,6 @@ def append_jsonl(path: Path, rows: list[dict]) -> None:
 def _clean(value):
     """JSON has no NaN: a metric that could not be computed is null."""
     return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def completion_text(completion) -> str:
-    if isinstance(completion, list):
-        return "".join(m.get("content") or "" for m in completion)
-    return completion
 
 
 class RunLogger(TrainerCallback):

@@ -111,8 +111,9 @@ def score_completion_tokens_only() -> None:
 def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights, policy, run_dir: Path, stats: dict, callbacks):
     """A TRL GRPOTrainer whose generation is `VLLMRollout` and whose updates reach vLLM through `SyncPolicy`.
 
-    With `policy=None` TRL generates with the trained model itself (HF `generate`): the TRL-default baseline of
-    bench/loop_throughput.py, and the path checked on CUDA machines that have no vLLM.
+    With `policy=None` TRL generates itself: for a full fine-tune on CUDA through its colocated vLLM, which it
+    syncs with the full weights after each step; otherwise with HF `generate` (full fine-tune on CPU, where vLLM
+    cannot reload weights, and the CUDA test on GPU machines that have no vLLM).
     """
     import torch
     from peft import LoraConfig
@@ -148,6 +149,8 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
         bf16=on_cuda,  # bfloat16 on CPU changes the model's answers; float32 there
         use_cpu=not on_cuda,
     )
+    if policy is None and config.full_finetune and on_cuda:
+        settings.update(use_vllm=True, vllm_mode="colocate")  # TRL's own full-weight sync into its vLLM
     settings.update(grpo_overrides(config.grpo))
     args = GRPOConfig(**settings)
     tokenizer = AutoTokenizer.from_pretrained(model_path)

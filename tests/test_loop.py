@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from rewards.completions import completion_text
 from selfplay.config import LoopConfig
 from selfplay.domains import chess as chess_domain
 
@@ -19,7 +20,7 @@ LOGPROB_TOLERANCE = 2e-3  # max |vLLM - trainer| per token, both float32
 
 def move_chars_reward(prompts, completions, **kwargs):
     """Share of characters that can appear in a UCI move: random text has spread, so GRPO gets a gradient."""
-    texts = [c if isinstance(c, str) else c[0]["content"] for c in completions]
+    texts = [completion_text(c) for c in completions]
     return [sum(ch in "abcdefgh12345678" for ch in t) / max(len(t), 1) for t in texts]
 
 
@@ -129,3 +130,61 @@ def test_vllm_serves_the_updated_policy(tiny_run, tiny_model):
     served = torch.tensor(completion.logprobs)
     assert (served - after).abs().max() < LOGPROB_TOLERANCE
     assert (served - before).abs().max() > 10 * LOGPROB_TOLERANCE
+
+
+@pytest.mark.slow
+def test_full_finetune_changes_every_weight_and_vllm_serves_them(tiny_model, tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from selfplay import loop
+
+    config = LoopConfig(
+        model=tiny_model, runs_dir=str(tmp_path), run="full", full_finetune=True, steps=1, prompts_per_step=2,
+        num_generations=4, micro_batch_size=4, learning_rate=0.05, train_positions=4, eval_positions=2, engine_depth=4,
+    )
+    monkeypatch.setattr(loop, "get_domain", lambda name: TEST_DOMAIN)
+    results = loop.run_loop(config)
+    before = load_file(Path(tiny_model) / "model.safetensors")
+    after = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    assert not torch.equal(before["model.layers.0.mlp.down_proj.weight"], after["model.layers.0.mlp.down_proj.weight"])
+    assert results["after"]["policy_version"] == 1 and results["after"]["n"] == 2
+
+
+@pytest.mark.slow
+def test_one_iteration_on_the_real_default_model(default_model, tmp_path):
+    from selfplay.loop import run_loop
+
+    config = LoopConfig(
+        runs_dir=str(tmp_path), run="real", steps=1, prompts_per_step=1, num_generations=4, micro_batch_size=4,
+        train_positions=4, eval_positions=2,
+    )
+    results = run_loop(config)
+    run_dir = tmp_path / "real"
+    [metrics] = read_jsonl(run_dir / "metrics.jsonl")
+    assert metrics["iteration"] == 1 and math.isfinite(metrics["train/loss"])
+    assert 0.0 <= metrics["reward/engine_reward"] <= 1.0
+    samples = read_jsonl(run_dir / "samples.jsonl")
+    assert len(samples) == 4 and all(s["prompt"][1]["content"].startswith("FEN: ") for s in samples)
+    assert results["after"]["policy_version"] == 1
+    assert (run_dir / "adapters" / "final" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+def test_training_step_on_cuda(tiny_model, tmp_path):
+    """The same trainer code on CUDA, with TRL's HF generation (the GPU machines here have no vLLM)."""
+    import torch
+    from datasets import Dataset
+
+    from selfplay.train import build_trainer
+
+    config = LoopConfig(model=tiny_model, steps=1, prompts_per_step=2, num_generations=4, learning_rate=0.05)
+    funcs, weights, judge = with_dense_reward(depth=4)
+    dataset = Dataset.from_list(chess_domain.train_rows(4, seed=0))
+    trainer = build_trainer(config, tiny_model, dataset, funcs, weights, None, tmp_path, {}, [])
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    judge.close()
+    assert next(trainer.model.parameters()).device.type == "cuda"
+    changed = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p.detach(), before[n])]
+    assert changed
