@@ -1,9 +1,11 @@
 """Wall time, peak RAM and held-out before -> after of the default `make loop DOMAIN=chess` run.
 
-    python bench/default_loop.py [extra selfplay loop flags]
+    python bench/default_loop.py [--results FILE] [extra selfplay loop flags]
 
-Runs `selfplay loop` as a child process, samples the resident memory of its whole process tree (trainer, vLLM
-engine and workers, Stockfish) every second, and writes bench/results/default_loop.json.
+Runs `selfplay loop` as a child process, samples the memory of its whole process tree (trainer, vLLM engine and
+workers, Stockfish) every second, and writes bench/results/default_loop.json (or FILE). Memory is reported two
+ways: the sum of resident sets (counts pages shared between processes once per process, so it overstates) and
+the sum of proportional set sizes (PSS: shared pages split among their users, so the tree's real footprint).
 """
 
 import json
@@ -15,30 +17,38 @@ from pathlib import Path
 import psutil
 
 
-def tree_rss(process: psutil.Process) -> int:
-    total = 0
+def tree_memory(process: psutil.Process) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) over the process and its descendants."""
+    rss = pss = 0
     for p in [process, *process.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            info = p.memory_full_info()
         except psutil.Error:
-            pass
-    return total
+            continue
+        rss, pss = rss + info.rss, pss + info.pss
+    return rss, pss
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    results = Path("bench/results/default_loop.json")
+    if args[:1] == ["--results"]:
+        results, args = Path(args[1]), args[2:]
     run = f"bench-default-{time.strftime('%Y%m%d-%H%M%S')}"
     selfplay = str(Path(sys.executable).with_name("selfplay"))
     start = time.perf_counter()
-    child = subprocess.Popen([selfplay, "loop", "--domain", "chess", "--run", run, *sys.argv[1:]])
-    watched, peak = psutil.Process(child.pid), 0
+    child = subprocess.Popen([selfplay, "loop", "--domain", "chess", "--run", run, *args])
+    watched, peak_rss, peak_pss = psutil.Process(child.pid), 0, 0
     while child.poll() is None:
-        peak = max(peak, tree_rss(watched))
+        rss, pss = tree_memory(watched)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
         time.sleep(1.0)
     wall = time.perf_counter() - start
     evaluation = json.loads((Path("runs") / run / "eval.json").read_text()) if child.returncode == 0 else None
-    result = {"run": run, "returncode": child.returncode, "wall_minutes": wall / 60, "peak_rss_gb": peak / 1e9, "eval": evaluation}
-    Path("bench/results").mkdir(parents=True, exist_ok=True)
-    Path("bench/results/default_loop.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = {"run": run, "returncode": child.returncode, "wall_minutes": wall / 60, "args": args,
+              "peak_rss_sum_gb": peak_rss / 1e9, "peak_pss_sum_gb": peak_pss / 1e9, "eval": evaluation}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 
