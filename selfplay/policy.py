@@ -102,7 +102,7 @@ class VLLMPolicy:
             max_tokens=max_tokens,
             temperature=temperature,
             top_p=top_p,
-            top_k=top_k if top_k and top_k > 0 else 0,
+            top_k=max(top_k, 0),
             logprobs=0,  # the sampled token's own logprob
             stop=stop,
         )

@@ -49,7 +49,7 @@ class VLLMRollout:
             max_tokens=args.max_completion_length,
             temperature=args.temperature,
             top_p=args.top_p,
-            top_k=args.top_k or 0,
+            top_k=args.top_k or 0,  # TRL: 0 or None = off; vLLM: 0 = off
         )
         seconds = time.perf_counter() - start
         out = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "policy_version": []}
@@ -61,7 +61,6 @@ class VLLMRollout:
                 out["policy_version"].append(self.policy.version)
         tokens = sum(len(c) for c in out["completion_ids"])
         self.stats["gen/tokens_per_s"] = tokens / seconds
-        self.stats["gen/seconds"] = seconds
         self.stats["policy_version"] = self.policy.version
         return out
 
