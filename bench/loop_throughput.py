@@ -7,9 +7,12 @@ completion length, reward functions (real Stockfish) and number of optimizer ste
 after the other in this run:
 
 - ours: `selfplay.train.build_trainer` with the vLLM policy: generation by vLLM (float32, prefix caching), LoRA
-  r=16 through PEFT, the adapter hot-loaded into vLLM after every step;
-- TRL default: `GRPOTrainer` with TRL's defaults (its own HF `generate`, full fine-tune, gradient checkpointing),
-  float32 as on any CPU; only batch shape, steps, sampling temperature and completion length are set to match.
+  r=16 through PEFT in micro-batches of one group (8), each group's prompt encoded once for its samples
+  (`selfplay.shared_prefix`), the adapter hot-loaded into vLLM after every step;
+- TRL default: `GRPOTrainer` with TRL's defaults (its own HF `generate`, full fine-tune, gradient checkpointing,
+  bfloat16 autocast); only batch shape, steps, sampling temperature and completion length are set to match.
+
+Both updates run under bfloat16 autocast (TRL's default) on a CPU that has it.
 
 Throughput counts the training loop (`trainer.train()`); the one-time start (model load, vLLM start) is reported
 separately. Results go to bench/results/loop_throughput.json.
@@ -34,10 +37,10 @@ def measure(variant: str, steps: int, prompts: int, group: int) -> dict:
 
     start = time.perf_counter()
     model = str(fetch_default_model())
-    dataset = Dataset.from_list(chess_domain.train_rows(prompts * steps, seed=0))
-    reward_funcs, weights, judge = chess_domain.reward_funcs(depth=8)
+    config = LoopConfig(steps=steps, prompts_per_step=prompts, num_generations=group, train_positions=prompts * steps)
+    dataset = Dataset.from_list(chess_domain.train_rows(config, []))
+    reward_funcs, weights, engines = chess_domain.reward_funcs(config)
     out = Path(tempfile.mkdtemp(prefix=f"bench-{variant}-"))
-    config = LoopConfig(steps=steps, prompts_per_step=prompts, num_generations=group)
     if variant == "ours":
         from selfplay.policy import VLLMPolicy
         from selfplay.train import build_trainer
@@ -57,14 +60,13 @@ def measure(variant: str, steps: int, prompts: int, group: int) -> dict:
             report_to=[],
             save_strategy="no",
             use_cpu=True,
-            bf16=False,
         )
         trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset)
     startup = time.perf_counter() - start
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    judge.close()
+    engines.close()
     completions = steps * prompts * group
     return {
         "variant": variant,

@@ -4,24 +4,32 @@ Every reward is `f(prompts, completions, *, fen, **kwargs) -> list[float | None]
 (plain strings or `[{"role": "assistant", "content": ...}]`), `fen` is the column holding the position the move is
 played in, and `None` marks a row that is not chess (no FEN). The function's name is its metric name.
 
-    judge = StockfishJudge(depth=8)
-    reward = EngineReward(judge)                 # reward(prompts, completions, fen=[...]) -> [0.93, 0.0, ...]
-    legal_move_reward(prompts, completions, fen=[...])
+    GRPOTrainer(..., reward_funcs=[engine_reward, legal_move_reward, format_reward])
+    use_engine_pool(EnginePool(limit=chess.engine.Limit(nodes=20_000), cache_path="evals.sqlite"))  # optional
 
-Policy failures are rewards: an unparsable or illegal answer scores 0. Infrastructure failures are exceptions: a
-Stockfish process that dies is restarted and the position retried a bounded number of times, then `EngineError`
-says what to do.
+- `engine_reward`: expected score after the played move relative to the engine's best move, in [0, 1];
+- `best_move_reward`: 1 if the move is the engine's best move, or one of the row's `bm` moves (EPD, puzzles);
+- `solve_reward`: 1 if the move is one of the row's `bm` moves and none of its `am` moves (None without them);
+- `legal_move_reward`: 1 if the answer names a legal move;
+- `format_reward`: 1 if the answer is one move and nothing else (bare, in a code span or in a <move> tag).
+
+The answer is the first move-shaped token (UCI or SAN, `+`/`#` allowed) in the text. Policy failures are rewards:
+unparsable or illegal answers score 0. Infrastructure failures are exceptions (`EngineError`, after bounded
+restarts). The engine rewards share one `EnginePool` (one Stockfish per core, depth 8, created on first use and
+closed at exit) unless `use_engine_pool` installs another.
 """
 
+import atexit
 import logging
-import os
 import re
-import shutil
 
 import chess
-import chess.engine
 
+from rewards.chess_engine import EngineError, EnginePool
 from rewards.completions import completion_text
+
+__all__ = ["EngineError", "EnginePool", "best_move_reward", "engine_reward", "format_reward", "legal_move_reward",
+           "parse_move", "solve_reward", "use_engine_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +43,6 @@ MOVE_TOKEN = re.compile(
     r")[+#]?(?![A-Za-z0-9])"
 )
 MAX_ANSWER_CHARS = 4096  # look no further than this for the move: bounded work on a 100 KB output
-
-
-class EngineError(RuntimeError):
-    """Stockfish cannot be started or keeps dying; the message says what to do."""
 
 
 def parse_move(board: chess.Board, text: str) -> chess.Move | None:
@@ -57,70 +61,6 @@ def parse_move(board: chess.Board, text: str) -> chess.Move | None:
         return None
 
 
-def find_stockfish() -> str:
-    """The Stockfish binary: $SELFPLAY_STOCKFISH, then PATH, then Debian's games directory."""
-    for candidate in (os.environ.get("SELFPLAY_STOCKFISH"), shutil.which("stockfish"), "/usr/games/stockfish"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise EngineError("Stockfish not found: `apt-get install stockfish` (or `make setup`), or set SELFPLAY_STOCKFISH")
-
-
-class StockfishJudge:
-    """One Stockfish process that scores moves as expected score (win=1, draw=0.5) for the side to move.
-
-    Scores are cached by (position, move): a GRPO group repeats the same moves many times.
-    """
-
-    def __init__(self, *, depth: int = 8, path: str | None = None, max_restarts: int = 2):
-        self.limit = chess.engine.Limit(depth=depth)
-        self.path = path or find_stockfish()
-        self.max_restarts = max_restarts
-        self.cache: dict[tuple[str, str | None], float] = {}
-        self.engine = None
-
-    def expectation(self, board: chess.Board, move: chess.Move | None = None) -> float:
-        """Expected score for the side to move, playing `move` (or the engine's best move when None)."""
-        key = (board.fen(), move.uci() if move else None)
-        if key not in self.cache:
-            root_moves = [move] if move else None
-            info = self._analyse(board, root_moves)
-            self.cache[key] = info["score"].pov(board.turn).wdl().expectation()
-        return self.cache[key]
-
-    def score_move(self, board: chess.Board, move: chess.Move) -> float:
-        """1 for a move as good as the engine's best, down to 0 as it loses expected score."""
-        best = max(self.expectation(board), self.expectation(board, move))  # a deeper-looking move can beat "best"
-        return 1.0 - (best - self.expectation(board, move))
-
-    def _analyse(self, board: chess.Board, root_moves) -> dict:
-        for attempt in range(self.max_restarts + 1):
-            try:
-                if self.engine is None:
-                    self.engine = chess.engine.SimpleEngine.popen_uci(self.path)
-                return self.engine.analyse(board, self.limit, root_moves=root_moves)
-            except (chess.engine.EngineError, chess.engine.EngineTerminatedError, OSError) as error:
-                log.warning("Stockfish failed (%s); restarting (attempt %d)", error, attempt + 1)
-                self.close()
-        raise EngineError(
-            f"Stockfish ({self.path}) died {self.max_restarts + 1} times in a row on {board.fen()!r}: "
-            "check that the binary runs (`stockfish` then `quit`) and that the machine has free memory"
-        )
-
-    def close(self) -> None:
-        if self.engine is not None:
-            try:
-                self.engine.quit()
-            except (chess.engine.EngineError, chess.engine.EngineTerminatedError, OSError, TimeoutError):
-                self.engine.close()
-            self.engine = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
 def _boards(fen: list[str | None]) -> list[chess.Board | None]:
     boards = []
     for f in fen:
@@ -131,28 +71,77 @@ def _boards(fen: list[str | None]) -> list[chess.Board | None]:
     return boards
 
 
+def _moves(boards, completions) -> list[chess.Move | None]:
+    return [None if board is None else parse_move(board, completion_text(c)) for board, c in zip(boards, completions)]
+
+
 def legal_move_reward(prompts, completions, *, fen, **kwargs) -> list[float | None]:
     """1 if the answer names a legal move in the position, else 0."""
-    return [
-        None if board is None else float(parse_move(board, completion_text(c)) is not None)
-        for board, c in zip(_boards(fen), completions)
-    ]
+    boards = _boards(fen)
+    return [None if board is None else float(move is not None) for board, move in zip(boards, _moves(boards, completions))]
 
 
-class EngineReward:
-    """Expected score of the played move relative to the engine's best, in [0, 1]; 0 for illegal or unparsable."""
+def engine_reward(prompts, completions, *, fen, **kwargs) -> list[float | None]:
+    """Expected score after the played move relative to the engine's best, in [0, 1]; 0 if illegal or unparsable."""
+    boards = _boards(fen)
+    moves = _moves(boards, completions)
+    scored = [i for i, move in enumerate(moves) if move is not None]
+    scores = dict(zip(scored, engine_pool().score_moves([(boards[i], moves[i]) for i in scored])))
+    return [None if board is None else scores.get(i, 0.0) for i, board in enumerate(boards)]
 
-    __name__ = "engine_reward"
 
-    def __init__(self, judge: StockfishJudge):
-        self.judge = judge
+def best_move_reward(prompts, completions, *, fen, bm=None, **kwargs) -> list[float | None]:
+    """1 if the move is the engine's best move or one of the row's `bm` moves (UCI list), else 0."""
+    boards = _boards(fen)
+    moves = _moves(boards, completions)
+    scored = [i for i, move in enumerate(moves) if move is not None]
+    engine_best = dict(zip(scored, engine_pool().best_moves([boards[i] for i in scored])))
+    rewards = []
+    for i, (board, move) in enumerate(zip(boards, moves)):
+        if board is None:
+            rewards.append(None)
+            continue
+        solutions = {engine_best.get(i), *((bm[i] or []) if bm else [])}
+        rewards.append(float(move is not None and move.uci() in solutions))
+    return rewards
 
-    def __call__(self, prompts, completions, *, fen, **kwargs) -> list[float | None]:
-        rewards = []
-        for board, completion in zip(_boards(fen), completions):
-            if board is None:
-                rewards.append(None)
-                continue
-            move = parse_move(board, completion_text(completion))
-            rewards.append(0.0 if move is None else self.judge.score_move(board, move))
-        return rewards
+
+def solve_reward(prompts, completions, *, fen, bm=None, am=None, **kwargs) -> list[float | None]:
+    """1 if the move solves the row's test position: one of its `bm` moves and none of its `am` moves (EPD
+    best/avoid moves, the puzzle's solution); None for rows that have neither."""
+    boards = _boards(fen)
+    rewards = []
+    for i, (board, move) in enumerate(zip(boards, _moves(boards, completions))):
+        best, avoid = (bm[i] if bm else None) or [], (am[i] if am else None) or []
+        if board is None or not (best or avoid):
+            rewards.append(None)
+            continue
+        played = move.uci() if move else None
+        rewards.append(float(played is not None and (not best or played in best) and played not in avoid))
+    return rewards
+
+
+ANSWER_ONLY = re.compile(rf"\s*(?:`|<move>)?\s*{MOVE_TOKEN.pattern}\s*(?:`|</move>)?\s*")
+
+
+def format_reward(prompts, completions, **kwargs) -> list[float]:
+    """1 if the answer is one move-shaped token and nothing else (bare, in a code span or a <move> tag), else 0."""
+    return [float(ANSWER_ONLY.fullmatch(completion_text(c)[:MAX_ANSWER_CHARS + 1]) is not None) for c in completions]
+
+
+_pool: EnginePool | None = None
+
+
+def use_engine_pool(pool: EnginePool | None) -> None:
+    """Make `pool` the one the engine rewards use (None: a default pool is started again on next use)."""
+    global _pool
+    _pool = pool
+
+
+def engine_pool() -> EnginePool:
+    """The pool the engine rewards use: the installed one, or a default one started now and closed at exit."""
+    global _pool
+    if _pool is None:
+        _pool = EnginePool()
+        atexit.register(_pool.close)
+    return _pool

@@ -15,6 +15,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rewards.chess_engine import parse_limit
+from selfplay.domains.chess_positions import parse_position_mix
+
 
 class ConfigError(ValueError):
     """A flag or setting is malformed; the message names it."""
@@ -38,8 +41,9 @@ class LoopConfig:
     """distinct prompts per iteration; each gets num_generations samples"""
     num_generations: int = 8
     """GRPO group size (TRL num_generations)"""
-    micro_batch_size: int = 4
-    """sequences per forward/backward pass; an iteration's prompts_per_step x num_generations must divide by it"""
+    micro_batch_size: int = 8
+    """sequences per forward/backward pass; an iteration's prompts_per_step x num_generations must divide by it.
+    A multiple of num_generations lets a group's samples share one pass over their prompt (selfplay.shared_prefix)"""
     max_completion_length: int = 8
     """max new tokens per completion (TRL max_completion_length)"""
     temperature: float = 0.8
@@ -59,14 +63,57 @@ class LoopConfig:
     """LoRA rank (PEFT r)"""
     lora_alpha: int = 32
     """LoRA alpha (PEFT lora_alpha)"""
+    positions: str = "random"
+    """training positions: random (seeded playouts), a file (.epd .pgn .fen .txt, Lichess puzzle .csv), or a
+    weighted mix like puzzles.csv:3,random:1"""
+    selfplay_games: int = 4
+    """games per self-play round (one round per iteration) when the positions mix has selfplay"""
+    selfplay_plies: int = 60
+    """plies after which a self-play game stops"""
+    selfplay_opponent: str = "self"
+    """self-play opponent: self, or a Stockfish UCI_Elo level such as 1320"""
+    skip_bad: bool = False
+    """skip (and count) malformed lines of position files instead of stopping at the first"""
     train_positions: int = 1000
     """size of the training prompt pool"""
     eval_positions: int = 100
     """size of the held-out evaluation set, scored before and after training (0 skips evaluation)"""
-    engine_depth: int = 8
-    """Stockfish search depth for rewards"""
+    eval_file: str | None = None
+    """held-out positions from this file (its first eval_positions) instead of random playouts"""
+    eval_every: int = 0
+    """also evaluate every N iterations, into eval.jsonl (0: only before and after)"""
+    engine_limit: str = "depth=8"
+    """Stockfish search limit for rewards: depth=N, nodes=N or time=SECONDS"""
+    engine_workers: int = 0
+    """Stockfish processes scoring in parallel (0: one per core)"""
+    engine_cache: str | None = None
+    """SQLite file that keeps engine evaluations across runs (default: in memory only)"""
     grpo: list[str] = field(default_factory=list)
     """extra TRL GRPOConfig fields as KEY=VALUE (repeatable)"""
+
+    def validate(self) -> None:
+        for name in (
+            "steps", "prompts_per_step", "num_generations", "micro_batch_size", "max_completion_length", "lora_rank",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("engine_workers", "eval_every", "eval_positions", "train_positions"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        check_engine_limit("--engine-limit", self.engine_limit)
+        try:
+            sources = [source for source, _ in parse_position_mix(self.positions)]
+        except ValueError as error:
+            raise ConfigError(f"--positions: {error}") from None
+        if "selfplay" in sources and self.full_finetune:
+            raise ConfigError("--positions selfplay needs the LoRA path (vLLM plays the games); drop --full-finetune")
+        if self.selfplay_opponent != "self" and not self.selfplay_opponent.isdigit():
+            raise ConfigError(f"--selfplay-opponent {self.selfplay_opponent!r}: expected self or a UCI_Elo like 1320")
+        if (self.prompts_per_step * self.num_generations) % self.micro_batch_size:
+            raise ConfigError("--micro-batch-size must divide --prompts-per-step x --num-generations")
+        if self.temperature < 0:
+            raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
+        grpo_overrides(self.grpo)  # fail at parse time, not after vLLM has started
 
     def run_name(self) -> str:
         model = Path(self.model.rstrip("/")).name or self.model
@@ -109,19 +156,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls=LoopConfig) -> Non
 
 
 def config_from_args(args: argparse.Namespace, cls=LoopConfig):
+    """The config dataclass from parsed flags, checked by its `validate()` (ConfigError naming the flag)."""
     config = cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
-    for name in (
-        "steps", "prompts_per_step", "num_generations", "micro_batch_size", "max_completion_length", "lora_rank",
-        "engine_depth",
-    ):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    if (config.prompts_per_step * config.num_generations) % config.micro_batch_size:
-        raise ConfigError("--micro-batch-size must divide --prompts-per-step x --num-generations")
-    if config.temperature < 0:
-        raise ConfigError(f"--temperature must be >= 0, got {config.temperature}")
-    grpo_overrides(config.grpo)  # fail at parse time, not after vLLM has started
+    config.validate()
     return config
+
+
+def check_engine_limit(flag: str, text: str) -> None:
+    try:
+        parse_limit(text)
+    except ValueError as error:
+        raise ConfigError(f"{flag}: {error}") from None
 
 
 def grpo_overrides(pairs: list[str]) -> dict:

@@ -6,7 +6,8 @@
 2. vLLM serves it; the held-out set is answered greedily and scored ("before");
 3. TRL's GRPOTrainer runs `steps` iterations: vLLM samples a group per prompt, the domain's reward functions score
    them, TRL updates the LoRA adapter, and the new adapter is hot-loaded into vLLM;
-4. the held-out set is scored again ("after"); everything lands in runs/<run-id>/ (see selfplay.runlog).
+4. the held-out set is scored again ("after"; and every `eval_every` iterations on the way, into eval.jsonl);
+   everything lands in runs/<run-id>/ (see selfplay.runlog).
 """
 
 import dataclasses
@@ -14,13 +15,14 @@ import logging
 import os
 
 from rich.console import Console
+from transformers import TrainerCallback
 
 from selfplay.config import LoopConfig
 from selfplay.dashboard import Dashboard
 from selfplay.domains import get_domain
 from selfplay.evaluate import evaluate
 from selfplay.model import resolve_model
-from selfplay.runlog import RunLogger, create_run_dir, write_json
+from selfplay.runlog import RunLogger, append_jsonl, create_run_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,6 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
     console.print_json(data=settings)
 
     import torch
-    from datasets import Dataset
     from transformers import AutoTokenizer
 
     from selfplay.policy import VLLMPolicy
@@ -44,25 +45,36 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
 
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    reward_funcs, reward_weights, judge = domain.reward_funcs(depth=config.engine_depth)
+    eval_rows = domain.eval_rows(config) if config.eval_positions else []
+    rows = domain.train_rows(config, eval_rows)  # bad position files stop the run here, before vLLM starts
+    reward_funcs, reward_weights, engines = domain.reward_funcs(config)
     lora = not config.full_finetune
-    policy = VLLMPolicy(model_path, lora_rank=config.lora_rank if lora else None, seed=config.seed)
+    policy = None
     try:
-        eval_rows = domain.eval_rows(config.eval_positions) if config.eval_positions else []
+        policy = VLLMPolicy(model_path, lora_rank=config.lora_rank if lora else None, seed=config.seed)
+
+        def run_eval(label: str) -> dict:
+            result = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length)
+            append_jsonl(run_dir / "eval.jsonl", [{"label": label, **result}])
+            console.print(f"[bold]eval {label}[/] {summary(result)}")
+            return result
+
         results = {}
         if eval_rows:
-            results["before"] = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length)
-            console.print(f"[bold]eval before[/] {summary(results['before'])}")
+            results["before"] = run_eval("before")
         if not lora:  # full weights: TRL generates and syncs itself (HF generate on CPU, its colocated vLLM on CUDA)
             policy.close()
 
         stats: dict = {}
-        dataset = Dataset.from_list(domain.train_rows(config.train_positions, seed=config.seed))
+        dataset, data_callbacks = domain.training_data(config, rows, eval_rows, policy, tokenizer, stats)
         with Dashboard(config.steps, headline=domain.HEADLINE, console=console) as dashboard:
             logger = RunLogger(run_dir, stats, on_metrics=dashboard.update)
+            callbacks = [*data_callbacks, logger]
+            if lora and eval_rows and config.eval_every:
+                callbacks.append(EvalEvery(config.eval_every, config.steps, run_eval))
             trainer = build_trainer(
                 config, model_path, dataset, reward_funcs, reward_weights, policy if lora else None, run_dir,
-                stats, [logger],
+                stats, callbacks,
             )
             logger.trainer = trainer
             trainer.train()
@@ -76,14 +88,25 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
                 policy.version = config.steps
 
         if eval_rows:
-            results["after"] = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length)
-            console.print(f"[bold]eval after[/]  {summary(results['after'])}")
+            results["after"] = run_eval("after")
             console.print(f"[bold]before -> after[/] {compare(results['before'], results['after'])}")
             write_json(run_dir / "eval.json", results)
         return results
     finally:
-        policy.close()
-        judge.close()
+        if policy is not None:
+            policy.close()
+        engines.close()
+
+
+class EvalEvery(TrainerCallback):
+    """Evaluate the policy vLLM serves every `every` iterations (not the last one: the final evaluation follows)."""
+
+    def __init__(self, every: int, steps: int, run_eval):
+        self.every, self.steps, self.run_eval = every, steps, run_eval
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 and state.global_step < self.steps:
+            self.run_eval(f"iteration {state.global_step}")
 
 
 def metric_names(result: dict) -> list[str]:

@@ -14,7 +14,6 @@ second failure raises `PolicyError` saying what to check.
 """
 
 import logging
-import os
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -40,12 +39,11 @@ class VLLMPolicy:
         seed: int = 0,
         max_model_len: int = 2048,
         gpu_memory_utilization: float = 0.3,
-        kv_cache_gb: int = 1,
+        cpu_kv_cache_bytes: int = 512 * 2**20,
     ):
         import torch
 
         self.on_cuda = torch.cuda.is_available()
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))  # vLLM CPU's KV cache size, in GiB
         self.engine_args = dict(
             model=model,
             dtype="auto" if self.on_cuda else "float32",
@@ -59,6 +57,10 @@ class VLLMPolicy:
             logprobs_mode="processed_logprobs",
             gpu_memory_utilization=gpu_memory_utilization,
         )
+        if not self.on_cuda:
+            # KV cache of a fixed size (vLLM's CPU default is a share of RAM): 512 MiB holds ~11k tokens of the
+            # 135M model, enough for a GRPO batch whose groups share their prompt through prefix caching
+            self.engine_args["kv_cache_memory_bytes"] = cpu_kv_cache_bytes
         self.version = 0  # policy version served now: 0 = the base weights, k = adapter after update k
         self.lora = None
         self.llm = self._start()
@@ -123,7 +125,7 @@ class VLLMPolicy:
             except Exception as error:  # EngineDeadError and friends: restart once, then give up loudly
                 if attempt == 1:
                     raise PolicyError(
-                        f"vLLM failed twice in a row ({error}); check free memory (VLLM_CPU_KVCACHE_SPACE) "
+                        f"vLLM failed twice in a row ({error}); check free memory "
                         "and the log above for the engine's own error"
                     ) from error
                 log.warning("vLLM generation failed (%s); restarting the engine", error)

@@ -5,6 +5,7 @@
                     generation tokens/s, reward evals/s, step seconds, policy version (+ TRL's raw log under "trl")
     samples.jsonl   every prompt, completion, reward(s), advantage and the policy version that sampled it
     eval.json       the held-out evaluation before and after training
+    eval.jsonl      every evaluation as it happens: before, every `eval_every` iterations, after
     adapters/       the LoRA adapter of the latest policy versions, and adapters/final
 """
 
@@ -75,7 +76,8 @@ class RunLogger(TrainerCallback):
             "gen/tokens_per_s": stats.get("gen/tokens_per_s"),
             "reward/evals_per_s": stats.get("reward/evals", 0) / max(stats.get("reward/seconds", 0.0), 1e-9),
             "time/step_s": time.perf_counter() - self.step_start if self.step_start else None,
-            "trl": logs,
+            **{k: v for k, v in stats.items() if k.startswith("selfplay/")},
+            "trl": {k: _clean(v) for k, v in logs.items()},
         }
         row = {k: _clean(v) for k, v in row.items()}
         append_jsonl(self.run_dir / "metrics.jsonl", [row])

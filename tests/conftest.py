@@ -1,6 +1,7 @@
-"""Shared fixtures: the real default model's tokenizer, a tiny random-weight Llama-shaped model, Stockfish."""
+"""Shared fixtures: the real default model, a tiny random-weight Llama-shaped model, a chess domain for it."""
 
 import os
+from types import SimpleNamespace
 
 import pytest
 
@@ -41,3 +42,30 @@ def tiny_model(default_model, tmp_path_factory):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def move_chars_reward(prompts, completions, **kwargs):
+    """Share of characters that can appear in a UCI move: random text has spread, so GRPO gets a gradient."""
+    from rewards.completions import completion_text
+
+    texts = [completion_text(c) for c in completions]
+    return [sum(ch in "abcdefgh12345678" for ch in t) / max(len(t), 1) for t in texts]
+
+
+@pytest.fixture(scope="session")
+def dense_chess_domain():
+    """The chess domain with one dense reward added (weight 1): a random model never names a legal move, so the
+    real Stockfish rewards alone would give every group zero spread and TRL no gradient."""
+    from selfplay.domains import chess as chess_domain
+
+    def reward_funcs(config):
+        funcs, weights, engines = chess_domain.reward_funcs(config)
+        return [*funcs, move_chars_reward], [*weights, 1.0], engines
+
+    return SimpleNamespace(
+        train_rows=chess_domain.train_rows,
+        eval_rows=chess_domain.eval_rows,
+        training_data=chess_domain.training_data,
+        reward_funcs=reward_funcs,
+        HEADLINE=chess_domain.HEADLINE,
+    )

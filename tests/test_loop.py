@@ -1,44 +1,23 @@
 """The loop end to end on a tiny random Llama: real vLLM (CPU), real TRL GRPOTrainer, real Stockfish.
 
 The random model never names a legal move, so the chess rewards alone would give every group zero spread and no
-gradient; the test domain adds one dense reward (`move_chars_reward`) next to the real Stockfish ones.
+gradient; the test domain (conftest `dense_chess_domain`) adds one dense reward next to the real Stockfish ones.
 """
 
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from rewards.completions import completion_text
 from selfplay.config import LoopConfig
 from selfplay.domains import chess as chess_domain
 
 LOGPROB_TOLERANCE = 2e-3  # max |vLLM - trainer| per token, both float32
 
 
-def move_chars_reward(prompts, completions, **kwargs):
-    """Share of characters that can appear in a UCI move: random text has spread, so GRPO gets a gradient."""
-    texts = [completion_text(c) for c in completions]
-    return [sum(ch in "abcdefgh12345678" for ch in t) / max(len(t), 1) for t in texts]
-
-
-def with_dense_reward(*, depth):
-    funcs, weights, judge = chess_domain.reward_funcs(depth=depth)
-    return [*funcs, move_chars_reward], [*weights, 1.0], judge
-
-
-TEST_DOMAIN = SimpleNamespace(
-    train_rows=chess_domain.train_rows,
-    eval_rows=chess_domain.eval_rows,
-    reward_funcs=with_dense_reward,
-    HEADLINE=chess_domain.HEADLINE,
-)
-
-
 @pytest.fixture(scope="module")
-def tiny_run(tiny_model, tmp_path_factory):
+def tiny_run(tiny_model, dense_chess_domain, tmp_path_factory):
     from selfplay import loop
 
     config = LoopConfig(
@@ -52,10 +31,10 @@ def tiny_run(tiny_model, tmp_path_factory):
         learning_rate=0.05,
         train_positions=8,
         eval_positions=4,
-        engine_depth=4,
+        engine_limit="depth=4",
     )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loop, "get_domain", lambda name: TEST_DOMAIN)
+        patch.setattr(loop, "get_domain", lambda name: dense_chess_domain)
         results = loop.run_loop(config)
     return Path(config.runs_dir) / "tiny", results
 
@@ -78,7 +57,10 @@ def test_run_dir_holds_config_metrics_samples_and_eval(tiny_run):
     samples = read_jsonl(run_dir / "samples.jsonl")
     assert len(samples) == 2 * 2 * 4  # iterations x prompts x group
     assert {s["policy_version"] for s in samples} == {0, 1}
-    assert set(samples[0]["rewards"]) == {"engine_reward", "legal_move_reward", "move_chars_reward"}
+    assert set(samples[0]["rewards"]) == {
+        "engine_reward", "legal_move_reward", "best_move_reward", "solve_reward", "format_reward", "score_loss",
+        "move_chars_reward",
+    }
     for iteration in (1, 2):  # advantages are centred within each group
         advantages = [s["advantage"] for s in samples if s["iteration"] == iteration]
         assert abs(sum(advantages[:4])) < 1e-3 and abs(sum(advantages[4:])) < 1e-3
@@ -110,7 +92,7 @@ def test_vllm_serves_the_updated_policy(tiny_run, tiny_model):
 
     run_dir, _ = tiny_run
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    prompt_ids = encode_prompt(tokenizer, chess_domain.eval_rows(1)[0]["prompt"])
+    prompt_ids = encode_prompt(tokenizer, chess_domain.eval_rows(LoopConfig(eval_positions=1))[0]["prompt"])
     policy = VLLMPolicy(tiny_model, lora_rank=16)
     try:
         policy.load_adapter(str(run_dir / "adapters" / "final"), 7)
@@ -133,7 +115,7 @@ def test_vllm_serves_the_updated_policy(tiny_run, tiny_model):
 
 
 @pytest.mark.slow
-def test_full_finetune_changes_every_weight_and_vllm_serves_them(tiny_model, tmp_path, monkeypatch):
+def test_full_finetune_changes_every_weight_and_vllm_serves_them(tiny_model, dense_chess_domain, tmp_path, monkeypatch):
     import torch
     from safetensors.torch import load_file
 
@@ -141,9 +123,9 @@ def test_full_finetune_changes_every_weight_and_vllm_serves_them(tiny_model, tmp
 
     config = LoopConfig(
         model=tiny_model, runs_dir=str(tmp_path), run="full", full_finetune=True, steps=1, prompts_per_step=2,
-        num_generations=4, micro_batch_size=4, learning_rate=0.05, train_positions=4, eval_positions=2, engine_depth=4,
+        num_generations=4, micro_batch_size=4, learning_rate=0.05, train_positions=4, eval_positions=2, engine_limit="depth=4",
     )
-    monkeypatch.setattr(loop, "get_domain", lambda name: TEST_DOMAIN)
+    monkeypatch.setattr(loop, "get_domain", lambda name: dense_chess_domain)
     results = loop.run_loop(config)
     before = load_file(Path(tiny_model) / "model.safetensors")
     after = load_file(tmp_path / "full" / "final" / "model.safetensors")
@@ -171,7 +153,7 @@ def test_one_iteration_on_the_real_default_model(default_model, tmp_path):
 
 
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
-def test_training_step_on_cuda(tiny_model, tmp_path):
+def test_training_step_on_cuda(tiny_model, dense_chess_domain, tmp_path):
     """The same trainer code on CUDA, with TRL's HF generation (the GPU machines here have no vLLM)."""
     import torch
     from datasets import Dataset
@@ -179,12 +161,12 @@ def test_training_step_on_cuda(tiny_model, tmp_path):
     from selfplay.train import build_trainer
 
     config = LoopConfig(model=tiny_model, steps=1, prompts_per_step=2, num_generations=4, learning_rate=0.05)
-    funcs, weights, judge = with_dense_reward(depth=4)
-    dataset = Dataset.from_list(chess_domain.train_rows(4, seed=0))
+    funcs, weights, engines = dense_chess_domain.reward_funcs(config)
+    dataset = Dataset.from_list(chess_domain.train_rows(LoopConfig(train_positions=4), []))
     trainer = build_trainer(config, tiny_model, dataset, funcs, weights, None, tmp_path, {}, [])
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
-    judge.close()
+    engines.close()
     assert next(trainer.model.parameters()).device.type == "cuda"
     changed = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p.detach(), before[n])]
     assert changed

@@ -1,8 +1,8 @@
 """Task domains. A domain is a module with:
 
-    train_rows(count, *, seed) -> [{"prompt": [...messages], <reward columns>...}]
-    eval_rows(count) -> held-out rows of the same shape, never trained on
-    reward_funcs(*, depth) -> (TRL reward functions, their weights, an object to close() at the end)
+    eval_rows(config) -> held-out rows [{"prompt": [...messages], <reward columns>...}]
+    train_rows(config, held_out) -> training rows of the same shape, none of them held out
+    reward_funcs(config) -> (TRL reward functions, their weights, an object to close() at the end)
     HEADLINE: the metric the progress display shows beside the reward
 """
 

@@ -1,0 +1,219 @@
+"""A pool of Stockfish processes that scores (position, move) pairs in parallel, behind an evaluation cache.
+
+    with EnginePool(size=2, limit=chess.engine.Limit(depth=8), cache_path="~/.cache/selfplay/evals.sqlite") as pool:
+        pool.score_moves([(board, move), ...])      # -> [1.0, 0.62, ...]: expected score relative to the best move
+        pool.best_moves([board, ...])                # -> ["e2e4", ...]
+
+An evaluation is the expected score (`PovScore.wdl().expectation()`: win 1, draw 0.5, loss 0) for the side to move,
+either with the engine's best move or with one given root move. Evaluations are cached by (position, move, limit):
+in memory, and on disk when `cache_path` is given, so a GRPO batch that repeats the same moves, and the next run,
+pay for each distinct evaluation once. A batch is deduplicated, then its misses are spread over the engines.
+
+An engine that dies, or that does not answer within `timeout` seconds (it is then killed), is restarted and the
+evaluation retried, up to `max_restarts` times in a row; then `EngineError` says what to do. `close()` (or leaving
+the `with` block) ends every engine process.
+"""
+
+import logging
+import os
+import queue
+import shutil
+import signal
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import chess
+import chess.engine
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str | None]  # (FEN, UCI move or None for the engine's own best move)
+
+
+class EngineError(RuntimeError):
+    """Stockfish cannot be started or keeps dying; the message says what to do."""
+
+
+def find_stockfish() -> str:
+    """The Stockfish binary: $SELFPLAY_STOCKFISH, then PATH, then Debian's games directory."""
+    for candidate in (os.environ.get("SELFPLAY_STOCKFISH"), shutil.which("stockfish"), "/usr/games/stockfish"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise EngineError("Stockfish not found: `apt-get install stockfish` (or `make setup`), or set SELFPLAY_STOCKFISH")
+
+
+def parse_limit(text: str) -> chess.engine.Limit:
+    """ "depth=8", "nodes=20000" or "time=0.05" -> a search limit; anything else raises ValueError."""
+    name, _, value = text.partition("=")
+    try:
+        if name in ("depth", "nodes") and int(value) > 0:
+            return chess.engine.Limit(**{name: int(value)})
+        if name == "time" and float(value) > 0:
+            return chess.engine.Limit(time=float(value))
+    except ValueError:
+        pass
+    raise ValueError(f"engine limit {text!r}: expected depth=N, nodes=N or time=SECONDS (positive)")
+
+
+def limit_key(limit: chess.engine.Limit) -> str:
+    """A stable text for a search limit, e.g. "depth=8" (part of every cache key)."""
+    fields = ("depth", "nodes", "time", "mate")
+    return ",".join(f"{name}={getattr(limit, name)}" for name in fields if getattr(limit, name) is not None)
+
+
+class Engine:
+    """One Stockfish process, started on first use, killed when an analysis outlives `timeout`."""
+
+    def __init__(self, path: str, timeout: float):
+        self.path, self.timeout = path, timeout
+        self.engine: chess.engine.SimpleEngine | None = None
+        self.pid: int | None = None
+
+    def analyse(self, board: chess.Board, limit: chess.engine.Limit, move: chess.Move | None) -> tuple[float, str | None]:
+        if self.engine is None:
+            self.engine = chess.engine.SimpleEngine.popen_uci(self.path)
+            self.pid = self.engine.protocol.transport.get_pid()
+        watchdog = threading.Timer(self.timeout, self.kill)  # a hung engine raises EngineTerminatedError below
+        watchdog.start()
+        try:
+            info = self.engine.analyse(board, limit, root_moves=[move] if move else None)
+        finally:
+            watchdog.cancel()
+        best = info["pv"][0].uci() if info.get("pv") else None
+        return info["score"].pov(board.turn).wdl().expectation(), best
+
+    def kill(self) -> None:
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is None:
+            return
+        try:
+            engine.quit()
+        except (chess.engine.EngineError, chess.engine.EngineTerminatedError, OSError, TimeoutError):
+            self.kill()
+            engine.close()
+        self.pid = None
+
+
+class DiskCache:
+    """Evaluations kept across runs in one SQLite file; only the pool's calling thread touches it."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, check_same_thread=False)
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS evals (fen TEXT, move TEXT, lim TEXT, expectation REAL, best TEXT, "
+            "PRIMARY KEY (fen, move, lim))"
+        )
+
+    def get(self, key: Key, lim: str) -> tuple[float, str | None] | None:
+        row = self.db.execute(
+            "SELECT expectation, best FROM evals WHERE fen = ? AND move = ? AND lim = ?", (key[0], key[1] or "", lim)
+        ).fetchone()
+        return (row[0], row[1] or None) if row else None
+
+    def put(self, items: dict[Key, tuple[float, str | None]], lim: str) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO evals VALUES (?, ?, ?, ?, ?)",
+            [(fen, move or "", lim, value, best or "") for (fen, move), (value, best) in items.items()],
+        )
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class EnginePool:
+    def __init__(
+        self,
+        *,
+        size: int | None = None,
+        limit: chess.engine.Limit | None = None,
+        path: str | None = None,
+        cache_path: str | Path | None = None,
+        max_restarts: int = 2,
+        timeout: float = 60.0,
+    ):
+        self.size = size or os.cpu_count() or 1
+        self.limit = limit or chess.engine.Limit(depth=8)
+        self.lim = limit_key(self.limit)
+        self.path = path or find_stockfish()
+        self.max_restarts = max_restarts
+        self.engines = [Engine(self.path, timeout) for _ in range(self.size)]
+        self.idle: queue.Queue[Engine] = queue.Queue()
+        for engine in self.engines:
+            self.idle.put(engine)
+        self.workers = ThreadPoolExecutor(self.size, thread_name_prefix="stockfish")
+        self.cache: dict[Key, tuple[float, str | None]] = {}
+        self.disk = DiskCache(cache_path) if cache_path else None
+        self.evaluations = 0  # engine searches actually run (cache misses)
+
+    def evaluate(self, keys: list[Key]) -> list[tuple[float, str | None]]:
+        """(expected score for the side to move, engine's best move) per key, searching only what no cache has."""
+        missing = []
+        for key in dict.fromkeys(keys):
+            if key in self.cache:
+                continue
+            stored = self.disk.get(key, self.lim) if self.disk else None
+            if stored is None:
+                missing.append(key)
+            else:
+                self.cache[key] = stored
+        found = dict(zip(missing, self.workers.map(self._search, missing)))
+        self.evaluations += len(found)
+        self.cache.update(found)
+        if self.disk and found:
+            self.disk.put(found, self.lim)
+        return [self.cache[key] for key in keys]
+
+    def score_moves(self, pairs: list[tuple[chess.Board, chess.Move]]) -> list[float]:
+        """1 for a move as good as the engine's best, down to 0 as it gives away expected score."""
+        keys = [(board.fen(), None) for board, _ in pairs] + [(board.fen(), move.uci()) for board, move in pairs]
+        values = [value for value, _ in self.evaluate(keys)]
+        best, played = values[: len(pairs)], values[len(pairs) :]
+        # a root-move search can see further than the free one: never score above 1
+        return [1.0 - (max(b, p) - p) for b, p in zip(best, played)]
+
+    def best_moves(self, boards: list[chess.Board]) -> list[str | None]:
+        return [best for _, best in self.evaluate([(board.fen(), None) for board in boards])]
+
+    def _search(self, key: Key) -> tuple[float, str | None]:
+        board = chess.Board(key[0])
+        move = chess.Move.from_uci(key[1]) if key[1] else None
+        engine = self.idle.get()
+        try:
+            for attempt in range(self.max_restarts + 1):
+                try:
+                    return engine.analyse(board, self.limit, move)
+                except (chess.engine.EngineError, chess.engine.EngineTerminatedError, OSError) as error:
+                    log.warning("Stockfish failed on %s (%r); restarting it (attempt %d)", key[0], error, attempt + 1)
+                    engine.close()
+        finally:
+            self.idle.put(engine)
+        raise EngineError(
+            f"Stockfish ({self.path}) died or hung {self.max_restarts + 1} times in a row on {key[0]!r}: check that "
+            "the binary runs (`stockfish`, then `quit`) and that the machine has free memory"
+        )
+
+    def close(self) -> None:
+        self.workers.shutdown(wait=True)
+        for engine in self.engines:
+            engine.close()
+        if self.disk:
+            self.disk.close()
+            self.disk = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

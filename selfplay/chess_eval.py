@@ -1,0 +1,130 @@
+"""`selfplay eval chess`: a policy (a model, optionally with a trained LoRA adapter) on chess positions and in games.
+
+    selfplay eval chess --positions-file puzzles.csv --adapter runs/<id>/adapters/final
+    selfplay eval chess --games 20 --elo 1320,1600 --run base-elo
+
+On positions (a file, or the loop's held-out random playouts): legal-move rate, mean engine reward and expected
+score loss, best-move match, and for EPD/puzzle rows the solve rate. In games: matches against Stockfish at fixed
+UCI_Elo levels, an Elo estimate with a 95% interval, and the games as PGN. Everything goes to runs/<run>/ as
+eval.json and games.pgn.
+"""
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import chess
+from rich.console import Console
+
+from selfplay.config import ConfigError, LoopConfig, check_engine_limit
+from selfplay.domains import chess as chess_domain
+from selfplay.domains.chess_arena import estimate_elo, play_match
+from selfplay.domains.chess_selfplay import PolicyPlayer
+from selfplay.model import resolve_model
+from selfplay.runlog import create_run_dir, write_json
+
+
+@dataclass
+class EvalConfig:
+    model: str = "SmolLM2-135M-Instruct"
+    """HF model directory or hub id (default: the built-in SmolLM2-135M-Instruct)"""
+    adapter: str | None = None
+    """LoRA adapter directory to serve on top of the model (e.g. runs/<id>/adapters/final)"""
+    positions_file: str | None = None
+    """positions to answer (.epd .pgn .fen .txt, Lichess puzzle .csv); default: the loop's held-out playouts"""
+    eval_positions: int = 100
+    """how many positions (the first ones of the file)"""
+    skip_bad: bool = False
+    """skip (and count) malformed lines of the position file"""
+    engine_limit: str = "depth=8"
+    """Stockfish search limit for scoring: depth=N, nodes=N or time=SECONDS"""
+    engine_workers: int = 0
+    """Stockfish processes scoring in parallel (0: one per core)"""
+    engine_cache: str | None = None
+    """SQLite file that keeps engine evaluations across runs"""
+    max_completion_length: int = 8
+    """max new tokens per answer"""
+    games: int = 0
+    """games per Elo level against Stockfish (0: no matches)"""
+    elo: str = "1320"
+    """comma-separated Stockfish UCI_Elo levels to play"""
+    opponent_limit: str = "time=0.05"
+    """the opponent's search limit per move"""
+    retries: int = 3
+    """sampled retries after an illegal answer in a game; then the game is lost"""
+    run: str | None = None
+    """output directory name under runs_dir (default: eval__<model>__<time>)"""
+    runs_dir: str = "runs"
+    """where output directories are created"""
+    seed: int = 0
+    """seed for openings and retries"""
+
+    def validate(self) -> None:
+        for name in ("eval_positions", "games", "retries", "engine_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        check_engine_limit("--engine-limit", self.engine_limit)
+        check_engine_limit("--opponent-limit", self.opponent_limit)
+        if not all(level.strip().isdigit() for level in self.elo.split(",")):
+            raise ConfigError(f"--elo {self.elo!r}: expected comma-separated integers like 1320,1600")
+        if not self.eval_positions and not self.games:
+            raise ConfigError("nothing to evaluate: give --eval-positions above 0 or --games above 0")
+
+
+def adapter_rank(adapter: str) -> int:
+    try:
+        return int(json.loads((Path(adapter) / "adapter_config.json").read_text())["r"])
+    except (OSError, ValueError, KeyError) as error:
+        raise ConfigError(f"--adapter {adapter}: not a PEFT LoRA adapter directory ({error})") from None
+
+
+def run_chess_eval(config: EvalConfig, console: Console | None = None) -> dict:
+    from rewards.chess_engine import parse_limit
+
+    console = console or Console()
+    levels = [int(level) for level in config.elo.split(",")]  # validated by the CLI
+    model_path = resolve_model(config.model)
+    name = config.run or f"eval__{Path(config.model.rstrip('/')).name}__{time.strftime('%Y%m%d-%H%M%S')}"
+    out = create_run_dir(config.runs_dir, name)
+    loop_like = LoopConfig(eval_file=config.positions_file, eval_positions=config.eval_positions, skip_bad=config.skip_bad,
+                           engine_limit=config.engine_limit, engine_workers=config.engine_workers,
+                           engine_cache=config.engine_cache)
+    rows = chess_domain.eval_rows(loop_like) if config.eval_positions else []
+
+    from transformers import AutoTokenizer
+
+    from selfplay.evaluate import evaluate
+    from selfplay.policy import VLLMPolicy
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    reward_funcs, _, engines = chess_domain.reward_funcs(loop_like)
+    policy = None
+    try:
+        policy = VLLMPolicy(model_path, lora_rank=adapter_rank(config.adapter) if config.adapter else None, seed=config.seed)
+        if config.adapter:
+            policy.load_adapter(config.adapter, 1)
+        result: dict = {"model": model_path, "adapter": config.adapter, "positions_file": config.positions_file}
+        if rows:
+            result["positions"] = evaluate(policy, tokenizer, rows, reward_funcs, max_tokens=config.max_completion_length)
+            console.print(f"[bold]positions[/] {result['positions']}")
+        if config.games:
+            player = PolicyPlayer(policy, tokenizer, max_tokens=config.max_completion_length, temperature=0.0)
+            matches = [
+                play_match(player, opponent_elo=level, games=config.games, engine_limit=parse_limit(config.opponent_limit),
+                           seed=config.seed, retries=config.retries, pgn_path=out / "games.pgn")
+                for level in levels
+            ]
+            elo, low, high = estimate_elo(matches)
+            result["matches"] = [dataclasses.asdict(m) | {"score": m.score} for m in matches]
+            # an unbounded side (all games lost or all won) is null in JSON
+            result["elo"] = {k: v if math.isfinite(v) else None for k, v in {"estimate": elo, "low": low, "high": high}.items()}
+            console.print(f"[bold]Elo[/] {elo:.0f} (95% interval {low:.0f} .. {high:.0f})")
+        write_json(out / "eval.json", result)
+        return result
+    finally:
+        if policy is not None:
+            policy.close()
+        engines.close()

@@ -1,0 +1,154 @@
+"""`selfplay sft`: a supervised warm start before GRPO, through TRL's SFTTrainer.
+
+    selfplay sft --targets engine --examples 512 --run warm      # imitate Stockfish's best move
+    selfplay sft --targets samples --examples 512 --run warm     # the policy's own best samples (expert iteration)
+    selfplay loop --domain chess --model runs/warm/model         # GRPO from the warm-started model
+
+The prompts are chess training positions (`--positions`, as in the loop; the loop's held-out set is excluded). The
+answer to learn is either the engine's best move in UCI, or, for `samples`, the best of `samples_per_prompt` answers
+the policy itself samples through vLLM, kept only when its engine reward reaches `min_reward` (rejection sampling).
+TRL trains a LoRA adapter on the completion tokens only; it is merged into the weights, and runs/<run>/model is a
+plain HF model directory that `--model` accepts.
+"""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import chess
+from rich.console import Console
+
+from selfplay.config import ConfigError, LoopConfig, check_engine_limit
+from selfplay.domains import chess as chess_domain
+from selfplay.model import resolve_model
+from selfplay.runlog import create_run_dir, write_json
+
+
+@dataclass
+class SFTConfig:
+    model: str = "SmolLM2-135M-Instruct"
+    """HF model directory or hub id to start from (default: the built-in SmolLM2-135M-Instruct)"""
+    targets: str = "engine"
+    """what to imitate: engine (Stockfish's best move) or samples (the policy's own best sampled answers)"""
+    positions: str = "random"
+    """training positions, as the loop's --positions (selfplay excepted)"""
+    skip_bad: bool = False
+    """skip (and count) malformed lines of position files"""
+    examples: int = 512
+    """prompts to build examples from (samples: fewer examples remain after filtering)"""
+    samples_per_prompt: int = 8
+    """samples: answers sampled per prompt at temperature 1"""
+    min_reward: float = 0.9
+    """samples: keep a prompt's best answer only when its engine reward reaches this"""
+    epochs: float = 1.0
+    """passes over the examples"""
+    learning_rate: float = 2e-4
+    """AdamW learning rate"""
+    batch_size: int = 8
+    """examples per optimizer step (in micro-batches of 2)"""
+    lora_rank: int = 16
+    """LoRA rank (merged into the weights at the end)"""
+    engine_limit: str = "depth=8"
+    """Stockfish search limit: depth=N, nodes=N or time=SECONDS"""
+    engine_workers: int = 0
+    """Stockfish processes in parallel (0: one per core)"""
+    run: str | None = None
+    """output directory name under runs_dir (default: sft__<targets>__<time>)"""
+    runs_dir: str = "runs"
+    """where output directories are created"""
+    seed: int = 0
+    """seed for positions and sampling"""
+
+    def validate(self) -> None:
+        if self.targets not in ("engine", "samples"):
+            raise ConfigError(f"--targets {self.targets!r}: choose engine or samples")
+        if "selfplay" in self.positions:
+            raise ConfigError("--positions: selfplay positions come from a running loop; use random or a file here")
+        for name in ("examples", "samples_per_prompt", "batch_size", "lora_rank"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size % 2:
+            raise ConfigError(f"--batch-size must be even (micro-batches of 2), got {self.batch_size}")
+        if self.epochs <= 0:
+            raise ConfigError(f"--epochs must be positive, got {self.epochs}")
+        check_engine_limit("--engine-limit", self.engine_limit)
+
+
+def best_sampled_answers(model_path: str, rows: list[dict], config: SFTConfig, tokenizer) -> list[str | None]:
+    """Per row, the policy's best of `samples_per_prompt` sampled answers, or None when none reaches min_reward."""
+    from rewards.chess import engine_reward
+    from selfplay.policy import VLLMPolicy
+    from selfplay.train import encode_prompt
+
+    policy = VLLMPolicy(model_path, lora_rank=None, seed=config.seed)
+    try:
+        groups = policy.generate([encode_prompt(tokenizer, row["prompt"]) for row in rows],
+                                 n=config.samples_per_prompt, max_tokens=8, temperature=1.0)
+    finally:
+        policy.close()
+    answers = []
+    for row, group in zip(rows, groups):
+        texts = [c.text.strip() for c in group]
+        rewards = engine_reward(None, texts, fen=[row["fen"]] * len(texts))
+        best = max(range(len(texts)), key=lambda i: rewards[i])
+        answers.append(texts[best] if rewards[best] >= config.min_reward else None)
+    return answers
+
+
+def run_sft(config: SFTConfig, console: Console | None = None) -> dict:
+    console = console or Console()
+    model_path = resolve_model(config.model)
+    out = create_run_dir(config.runs_dir, config.run or f"sft__{config.targets}__{time.strftime('%Y%m%d-%H%M%S')}")
+    loop_like = LoopConfig(positions=config.positions, train_positions=config.examples, skip_bad=config.skip_bad,
+                           engine_limit=config.engine_limit, engine_workers=config.engine_workers, seed=config.seed)
+    rows = chess_domain.train_rows(loop_like, chess_domain.eval_rows(LoopConfig()))  # never the loop's held-out set
+
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    _, _, engines = chess_domain.reward_funcs(loop_like)
+    start = time.perf_counter()
+    try:
+        if config.targets == "engine":
+            answers = engines.best_moves([chess.Board(row["fen"]) for row in rows])
+        else:
+            answers = best_sampled_answers(model_path, rows, config, tokenizer)
+    finally:
+        engines.close()
+    examples = [{"prompt": row["prompt"], "completion": [{"role": "assistant", "content": answer}]}
+                for row, answer in zip(rows, answers) if answer]
+    if not examples:
+        raise ConfigError(f"no example reached --min-reward {config.min_reward}: lower it or use --targets engine")
+    targets_seconds = time.perf_counter() - start
+    console.print(f"[bold]sft[/] {len(examples)} examples from {len(rows)} positions ({config.targets})")
+
+    args = TRLSFTConfig(
+        output_dir=str(out / "trainer"), num_train_epochs=config.epochs, learning_rate=config.learning_rate,
+        per_device_train_batch_size=2, gradient_accumulation_steps=config.batch_size // 2, logging_steps=5,
+        save_strategy="no", report_to=[], seed=config.seed, use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+        gradient_checkpointing=False,
+    )
+    peft = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model_path, args=args, train_dataset=Dataset.from_list(examples),
+                         processing_class=tokenizer, peft_config=peft)
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    merged = trainer.model.merge_and_unload().to(torch.float32)
+    merged.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    result = {"examples": len(examples), "positions": len(rows), "targets": config.targets,
+              "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+              "targets_seconds": targets_seconds, "train_seconds": train_seconds, "model": str(out / "model")}
+    write_json(out / "sft.json", result)
+    console.print(f"[bold]sft[/] done: {result}")
+    console.print(f"next: selfplay loop --domain chess --model {Path(out) / 'model'}")
+    return result
