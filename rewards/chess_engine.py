@@ -21,7 +21,7 @@ import shutil
 import signal
 import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
 
 import chess
@@ -78,7 +78,8 @@ class Engine:
         watchdog = threading.Timer(self.timeout, self.kill)  # a hung engine raises EngineTerminatedError below
         watchdog.start()
         try:
-            info = self.engine.analyse(board, limit, root_moves=[move] if move else None)
+            # a new game clears the hash table: the result depends on the key only, not on what was searched before
+            info = self.engine.analyse(board, limit, root_moves=[move] if move else None, game=object())
         finally:
             watchdog.cancel()
         best = info["pv"][0].uci() if info.get("pv") else None
@@ -194,7 +195,8 @@ class EnginePool:
             for attempt in range(self.max_restarts + 1):
                 try:
                     return engine.analyse(board, self.limit, move)
-                except (chess.engine.EngineError, chess.engine.EngineTerminatedError, OSError) as error:
+                # a killed engine surfaces as terminated, or as a cancelled call when its event loop died mid-search
+                except (chess.engine.EngineError, chess.engine.EngineTerminatedError, CancelledError, OSError) as error:
                     log.warning("Stockfish failed on %s (%r); restarting it (attempt %d)", key[0], error, attempt + 1)
                     engine.close()
         finally:

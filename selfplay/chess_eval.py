@@ -1,7 +1,7 @@
 """`selfplay eval chess`: a policy (a model, optionally with a trained LoRA adapter) on chess positions and in games.
 
     selfplay eval chess --positions-file puzzles.csv --adapter runs/<id>/adapters/final
-    selfplay eval chess --games 20 --elo 1320,1600 --run base-elo
+    selfplay eval chess --games 20 --elo 1350,1600 --run base-elo
 
 On positions (a file, or the loop's held-out random playouts): legal-move rate, mean engine reward and expected
 score loss, best-move match, and for EPD/puzzle rows the solve rate. In games: matches against Stockfish at fixed
@@ -49,7 +49,7 @@ class EvalConfig:
     """max new tokens per answer"""
     games: int = 0
     """games per Elo level against Stockfish (0: no matches)"""
-    elo: str = "1320"
+    elo: str = "1350"
     """comma-separated Stockfish UCI_Elo levels to play"""
     opponent_limit: str = "time=0.05"
     """the opponent's search limit per move"""
@@ -69,7 +69,7 @@ class EvalConfig:
         check_engine_limit("--engine-limit", self.engine_limit)
         check_engine_limit("--opponent-limit", self.opponent_limit)
         if not all(level.strip().isdigit() for level in self.elo.split(",")):
-            raise ConfigError(f"--elo {self.elo!r}: expected comma-separated integers like 1320,1600")
+            raise ConfigError(f"--elo {self.elo!r}: expected comma-separated integers like 1350,1600")
         if not self.eval_positions and not self.games:
             raise ConfigError("nothing to evaluate: give --eval-positions above 0 or --games above 0")
 

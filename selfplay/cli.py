@@ -1,7 +1,7 @@
 """The `selfplay` command.
 
     selfplay loop --domain chess [--steps N] [--model DIR|HUB_ID] [--run NAME] [...]   # see selfplay loop --help
-    selfplay eval chess [--positions-file FILE] [--adapter DIR] [--games N --elo 1320,1600]  # see --help
+    selfplay eval chess [--positions-file FILE] [--adapter DIR] [--games N --elo 1350,1600]  # see --help
     selfplay sft [--targets engine|samples] [--examples N] [--run NAME]   # warm start; loop --model runs/NAME/model
     selfplay model fetch                                                             # build the default model
 

@@ -71,7 +71,7 @@ class LoopConfig:
     selfplay_plies: int = 60
     """plies after which a self-play game stops"""
     selfplay_opponent: str = "self"
-    """self-play opponent: self, or a Stockfish UCI_Elo level such as 1320"""
+    """self-play opponent: self, or a Stockfish UCI_Elo level (1350..2850 for Stockfish 15)"""
     skip_bad: bool = False
     """skip (and count) malformed lines of position files instead of stopping at the first"""
     train_positions: int = 1000
@@ -108,7 +108,7 @@ class LoopConfig:
         if "selfplay" in sources and self.full_finetune:
             raise ConfigError("--positions selfplay needs the LoRA path (vLLM plays the games); drop --full-finetune")
         if self.selfplay_opponent != "self" and not self.selfplay_opponent.isdigit():
-            raise ConfigError(f"--selfplay-opponent {self.selfplay_opponent!r}: expected self or a UCI_Elo like 1320")
+            raise ConfigError(f"--selfplay-opponent {self.selfplay_opponent!r}: expected self or a UCI_Elo like 1350")
         if (self.prompts_per_step * self.num_generations) % self.micro_batch_size:
             raise ConfigError("--micro-batch-size must divide --prompts-per-step x --num-generations")
         if self.temperature < 0:

@@ -31,6 +31,8 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
     console = console or Console()
     domain = get_domain(config.domain)
     model_path = resolve_model(config.model)
+    eval_rows = domain.eval_rows(config) if config.eval_positions else []
+    rows = domain.train_rows(config, eval_rows)  # a bad position file stops here: no run dir, no vLLM
     run_dir = create_run_dir(config.runs_dir, config.run_name())
     settings = {**dataclasses.asdict(config), "run": run_dir.name, "model_path": model_path}
     write_json(run_dir / "config.json", settings)
@@ -45,8 +47,6 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
 
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    eval_rows = domain.eval_rows(config) if config.eval_positions else []
-    rows = domain.train_rows(config, eval_rows)  # bad position files stop the run here, before vLLM starts
     reward_funcs, reward_weights, engines = domain.reward_funcs(config)
     lora = not config.full_finetune
     policy = None

@@ -61,3 +61,35 @@ def test_existing_run_is_never_overwritten(capsys, tmp_path, default_model):
     status, err = run_cli(capsys, "loop", "--runs-dir", str(tmp_path), "--run", "taken")
     assert status == 2 and "already holds a run" in err
     assert (run / "metrics.jsonl").read_text() == '{"iteration": 1}\n'
+
+
+def test_malformed_position_file_names_file_and_line_and_starts_nothing(capsys, tmp_path):
+    bad = tmp_path / "bad.fen"
+    bad.write_text(chess_start() + "\nnot a fen at all\n")
+    status, err = run_cli(capsys, "loop", "--runs-dir", str(tmp_path / "runs"), "--positions", str(bad))
+    assert status == 2 and f"{bad}:2" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["eval", "chess", "--elo", "strong"], "comma-separated integers"),
+        (["eval", "chess", "--eval-positions", "0"], "nothing to evaluate"),
+        (["eval", "chess", "--opponent-limit", "depth=-1"], "--opponent-limit"),
+        (["sft", "--targets", "vibes"], "choose engine or samples"),
+        (["sft", "--positions", "selfplay"], "selfplay positions come from a running loop"),
+        (["loop", "--positions", "a.epd:-1"], "--positions"),
+        (["loop", "--selfplay-opponent", "grandmaster"], "--selfplay-opponent"),
+        (["loop", "--engine-limit", "depth=deep"], "--engine-limit"),
+    ],
+)
+def test_malformed_flags_of_every_command(capsys, tmp_path, argv, message):
+    status, err = run_cli(capsys, *argv, "--runs-dir", str(tmp_path))
+    assert status == 2 and message in err and not any(tmp_path.iterdir())
+
+
+def chess_start() -> str:
+    import chess
+
+    return chess.STARTING_FEN
