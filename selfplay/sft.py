@@ -129,7 +129,7 @@ def run_sft(config: SFTConfig, console: Console | None = None) -> dict:
 
     args = TRLSFTConfig(
         output_dir=str(out / "trainer"), num_train_epochs=config.epochs, learning_rate=config.learning_rate,
-        per_device_train_batch_size=2, gradient_accumulation_steps=config.batch_size // 2, logging_steps=5,
+        per_device_train_batch_size=2, gradient_accumulation_steps=config.batch_size // 2, logging_steps=1,
         save_strategy="no", report_to=[], seed=config.seed, use_cpu=not torch.cuda.is_available(),
         bf16=torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported(),
         gradient_checkpointing=False,
