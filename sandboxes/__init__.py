@@ -1,1 +1,97 @@
-"""Sandboxes for running untrusted model-written code (the code domain builds on them)."""
+"""Sandboxes for running untrusted model-written code: one interface, one backend per isolation technology.
+
+    from sandboxes import Limits, get_sandbox
+
+    sandbox = get_sandbox("auto")  # raises SandboxError, saying what to install, when no backend is usable
+    result = sandbox.run(["python3", "main.py"], files={"main.py": "print(6 * 7)"}, limits=Limits(wall_s=5))
+    result.ok, result.stdout, result.stopped  # True, "42\\n", "exit"
+
+A run gets a fresh, private scratch directory (its cwd and $HOME) holding `files`, `stdin` as its standard input,
+and `limits`; it returns a `RunResult`. A program that misbehaves (crashes, loops, floods, exhausts memory) is an
+ordinary result, never an exception: `SandboxError` means the sandbox itself could not start.
+
+Backends (each module's docstring says plainly what it does NOT protect against):
+- `bwrap` (`sandboxes.bwrap.BwrapSandbox`): bubblewrap namespaces + rlimits, no daemon; the default.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Stop = Literal["exit", "timeout", "memory", "output", "signal"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one run may use. Memory, CPU time, file size and open files are limits per process."""
+
+    wall_s: float = 10.0
+    """Wall-clock deadline for the whole run, sandbox start included; then every process of the run is killed."""
+    cpu_s: float = 10.0
+    """CPU seconds per process (SIGXCPU at the limit, SIGKILL one second later)."""
+    memory_bytes: int = 512 * 2**20
+    """Address space per process."""
+    processes: int = 64
+    """Processes (and threads) alive at once inside the run."""
+    file_bytes: int = 16 * 2**20
+    """Largest file a process may write."""
+    open_files: int = 64
+    """Open file descriptors per process."""
+    output_bytes: int = 64 * 1024
+    """Bytes kept of stdout and of stderr each; one byte more and the run is killed (stopped="output")."""
+    scratch_bytes: int = 64 * 2**20
+    """Size of the scratch directory (a tmpfs, shared by all the run's files)."""
+
+
+@dataclass
+class RunResult:
+    """What happened to one run. Exactly one of `exit_code` and `signal` is set."""
+
+    exit_code: int | None
+    signal: int | None
+    stdout: str
+    """At most `Limits.output_bytes` bytes of it, decoded with errors="replace"; likewise `stderr`."""
+    stderr: str
+    wall_s: float
+    cpu_s: float
+    """User + system CPU time of all the run's processes (those that were waited for)."""
+    stopped: Stop
+    """Why it stopped: "exit" (on its own), "timeout" (wall or CPU limit), "memory", "output" (cap), "signal"."""
+
+    @property
+    def ok(self) -> bool:
+        return self.stopped == "exit" and self.exit_code == 0
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not start (an infrastructure failure, never the program's fault); says what to do."""
+
+
+class Sandbox(ABC):
+    @abstractmethod
+    def run(
+        self,
+        argv: list[str],
+        *,
+        files: Mapping[str, str | bytes] | None = None,
+        stdin: bytes = b"",
+        limits: Limits = Limits(),
+    ) -> RunResult:
+        """Run `argv` in a fresh sandbox whose cwd holds `files` (relative paths; str is written as UTF-8).
+        `argv[0]` is looked up on the sandbox's PATH: "python3" is the system's python3."""
+
+
+def get_sandbox(kind: str = "auto") -> Sandbox:
+    """The backend named `kind` ("bwrap"), or for "auto" the first usable one; SandboxError if none is."""
+    from sandboxes.bwrap import BwrapSandbox
+
+    backends = {"bwrap": BwrapSandbox}
+    if kind == "auto":
+        try:
+            return BwrapSandbox()
+        except SandboxError as error:
+            raise SandboxError(f"no sandbox backend is usable. {error}") from error
+    if kind not in backends:
+        raise SandboxError(f"unknown sandbox {kind!r}: choose one of auto, {', '.join(backends)}")
+    return backends[kind]()

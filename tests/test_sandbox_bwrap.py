@@ -1,0 +1,424 @@
+"""The bubblewrap sandbox against every hostile program of ../shared/HOSTILE.md (numbered as there), plus its interface.
+
+Each test runs the real `bwrap`; all skip when it is unusable here. After every test no process started by the test
+is alive, no fd (memfd, pipe, pidfd) is left open and no temp file was made (the autouse `no_leftovers` fixture).
+The 1000-run soak test is marked slow.
+"""
+
+import os
+import signal
+import socket
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+
+from sandboxes import Limits, RunResult, SandboxError, get_sandbox
+from sandboxes.bwrap import READY, BwrapSandbox
+
+SHORT = Limits(wall_s=3, cpu_s=1)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> BwrapSandbox:
+    try:
+        return BwrapSandbox()
+    except SandboxError as error:
+        pytest.skip(f"bubblewrap is not usable here: {error}")
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(tmp_path, monkeypatch):
+    """Temp files anyone makes through `tempfile` land in a fresh dir, which must stay empty."""
+    temp = tmp_path / "tempfile-tempdir"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    me = psutil.Process()
+    fds = me.num_fds()
+    yield
+    assert me.children(recursive=True) == []
+    assert me.num_fds() == fds
+    assert list(temp.iterdir()) == []
+
+
+def py(sandbox: BwrapSandbox, code: str, *args: str, **kwargs) -> RunResult:
+    return sandbox.run(["python3", "-c", textwrap.dedent(code), *args], **kwargs)
+
+
+def alive(token: str) -> list[psutil.Process]:
+    """Processes anywhere on the host whose command line holds `token`."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if any(token in arg for arg in p.info["cmdline"] or []):
+            found.append(p)
+    return found
+
+
+# --- the interface -------------------------------------------------------------------------------------------------
+
+
+def test_a_plain_program_gets_its_files_stdin_and_an_exact_result(sandbox):
+    code = "import sys; print(open('pkg/data.txt').read(), open('raw.bin', 'rb').read(), sys.stdin.read()); exit(3)"
+    result = sandbox.run(["python3", "-c", code], files={"pkg/data.txt": "é", "raw.bin": b"\x00\x01"}, stdin=b"in")
+    assert (result.exit_code, result.signal, result.stopped, result.ok) == (3, None, "exit", False)
+    assert result.stdout == "é b'\\x00\\x01' in\n" and result.stderr == ""
+    assert py(sandbox, "pass").ok
+
+
+def test_cpu_time_counts_the_program_and_wall_time_the_run(sandbox):
+    result = py(sandbox, "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass")
+    assert result.ok and 0.3 <= result.cpu_s < 2 and result.wall_s >= result.cpu_s * 0.9
+
+
+def test_unknown_backend_and_missing_bwrap_raise_with_what_to_do():
+    with pytest.raises(SandboxError, match="auto, bwrap"):
+        get_sandbox("firejail")
+    with pytest.raises(SandboxError, match="apt-get install bubblewrap"):
+        BwrapSandbox(bwrap="/nonexistent/bwrap")
+
+
+def test_a_sandbox_that_cannot_start_raises_instead_of_returning_a_result():
+    with pytest.raises(SandboxError, match="could not start"):
+        BwrapSandbox(bwrap="/bin/false")  # exits 1 like a failing bwrap, before any program could run
+
+
+def test_file_names_must_stay_in_the_scratch_dir(sandbox):
+    for name in ["/etc/passwd", "../escape", "a/../../b"]:
+        with pytest.raises(ValueError):
+            sandbox.run(["true"], files={name: "x"})
+
+
+def test_auto_picks_bwrap(sandbox):
+    assert isinstance(get_sandbox("auto"), BwrapSandbox)
+
+
+# --- 1. fork bomb --------------------------------------------------------------------------------------------------
+
+
+def test_1_processes_are_capped_per_run(sandbox):
+    code = """
+        import os, signal
+        n = 0
+        try:
+            while True:
+                if os.fork() == 0:
+                    signal.pause()
+                n += 1
+        except BlockingIOError:
+            print(n)
+    """
+    result = py(sandbox, code, limits=Limits(wall_s=10, processes=20))
+    assert result.ok and 5 <= int(result.stdout) < 20  # sh and python count too
+
+
+@pytest.mark.parametrize("code", [
+    "import os\nwhile True: os.fork()",
+    "import os; os.system(\"bash -c ':(){ :|:& };:'\"); os.system('f(){ f|f& };f'); import time; time.sleep(9)",
+])
+def test_1_fork_bomb_fails_and_leaves_nothing(sandbox, code):
+    token = uuid.uuid4().hex
+    start = time.monotonic()
+    result = py(sandbox, code, token, limits=SHORT)
+    assert not result.ok and time.monotonic() - start < SHORT.wall_s + 5
+    assert alive(token) == [] and alive(":|:&") == []
+
+
+# --- 2. infinite loops ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [
+    "while True: pass",
+    "import signal\nfor s in (signal.SIGALRM, signal.SIGXCPU): signal.signal(s, signal.SIG_IGN)\nwhile True: pass",
+])
+def test_2_cpu_loop_stops_at_the_cpu_limit(sandbox, code):
+    result = py(sandbox, code, limits=Limits(wall_s=10, cpu_s=1))
+    assert (result.stopped, result.ok) == ("timeout", False) and result.cpu_s >= 1  # not the wall deadline
+
+
+def test_2_sleeping_forever_stops_at_the_wall_deadline(sandbox):
+    result = py(sandbox, "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\ntime.sleep(100)",
+                limits=Limits(wall_s=1))
+    assert (result.stopped, result.signal, result.ok) == ("timeout", signal.SIGKILL, False)
+    assert 1 <= result.wall_s < 3
+
+
+# --- 3. memory bomb ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", ["bytearray(10**11)", "'a' * 10**10", "x = []\nwhile True: x.append(b'x' * 10**7)"])
+def test_3_memory_bomb_stops_with_memory(sandbox, code):
+    result = py(sandbox, code, limits=Limits(wall_s=10, memory_bytes=256 * 2**20))
+    assert (result.stopped, result.ok) == ("memory", False)
+
+
+# --- 4. output flood, stdin never read ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_4_output_flood_is_cut_at_the_cap(sandbox, stream):
+    limits = Limits(wall_s=10, output_bytes=1000)
+    result = py(sandbox, f"import sys\nwhile True: sys.{stream}.write('x' * 4096)", limits=limits)
+    assert (result.stopped, result.ok) == ("output", False)
+    assert getattr(result, stream) == "x" * 1000 and result.wall_s < 5
+
+
+def test_4_a_program_that_never_reads_stdin_is_not_blocked(sandbox):
+    assert py(sandbox, "print('done')", stdin=b"y" * 10**7, limits=SHORT).stdout == "done\n"
+
+
+# --- 5. writes outside the scratch dir ------------------------------------------------------------------------------
+
+WRITE_EVERYWHERE = """
+    import os, sys
+    for path in sys.argv[1:]:
+        try:
+            with open(path, "w") as f:
+                f.write("pwned")
+            print("wrote", path)
+        except OSError:
+            pass
+"""
+
+
+def test_5_only_the_scratch_dir_is_writable(sandbox, tmp_path):
+    sentinel = tmp_path / "harness.txt"
+    sentinel.write_text("intact")
+    token = uuid.uuid4().hex
+    outside = [f"/etc/{token}", f"/{token}", f"/usr/{token}", f"/dev/shm/{token}", f"/dev/{token}", f"/var/{token}",
+               f"/root/{token}", str(tmp_path / token), f"{tempfile.gettempdir()}/{token}", f"/tmp/{token}"]
+    result = py(sandbox, WRITE_EVERYWHERE, str(sentinel), *outside, f"{token}.txt")
+    # inside, /tmp is the scratch dir: the only writes that succeed are there
+    assert result.ok and result.stdout == f"wrote /tmp/{token}\nwrote {token}.txt\n"
+    assert sentinel.read_text() == "intact" and not any(os.path.exists(p) for p in outside)
+
+
+def test_5_filling_the_scratch_dir_stops_at_its_size(sandbox):
+    code = """
+        total = 0
+        try:
+            for i in range(1000):
+                with open(f"f{i}", "wb") as f:
+                    for _ in range(4):
+                        total += f.write(b"x" * 2**20)
+        except OSError as error:
+            print(total, error.errno)
+    """
+    result = py(sandbox, code, limits=Limits(wall_s=20, scratch_bytes=32 * 2**20))
+    total, errno = map(int, result.stdout.split())
+    assert errno == 28 and 28 * 2**20 <= total <= 32 * 2**20  # ENOSPC
+
+
+def test_5_a_file_cannot_grow_past_file_bytes(sandbox):
+    code = "import os\ntry:\n    open('big', 'wb').write(b'x' * 2**22)\nexcept OSError as e:\n    print(e.errno)"
+    result = py(sandbox, code, limits=Limits(file_bytes=2**20))
+    assert result.stdout == "27\n"  # EFBIG
+
+
+def test_5_nothing_persists_between_runs(sandbox):
+    first = py(sandbox, "open('left.txt', 'w').write('x'); open('/tmp/left2.txt', 'w').write('x')")
+    second = py(sandbox, "import os; print(sorted(os.listdir('.')), sorted(os.listdir('/tmp')))")
+    assert first.ok and second.stdout == "[] []\n"
+
+
+# --- 6. secrets ------------------------------------------------------------------------------------------------------
+
+
+def test_6_no_secrets_readable(sandbox, monkeypatch):
+    secret = uuid.uuid4().hex
+    monkeypatch.setenv("SELFPLAY_TEST_SECRET", secret)
+    code = """
+        import glob, os
+        paths = ["/etc/shadow", "/etc/passwd", "/root/.ssh", os.path.expanduser("~/.ssh")]
+        print([path for path in paths if os.path.exists(path)])
+        print(dict(os.environ))
+        for path in glob.glob("/proc/*/environ") + glob.glob("/proc/*/cmdline"):
+            try:
+                print(open(path, "rb").read())
+            except OSError:
+                pass
+    """
+    result = py(sandbox, code)
+    assert result.ok and result.stdout.startswith("[]\n") and secret not in result.stdout
+
+
+def test_6_the_environment_is_exactly_the_documented_one(sandbox):
+    result = py(sandbox, "import os; print(sorted(os.environ), os.getuid(), os.getgid(), os.getgroups())")
+    assert result.stdout == "['HOME', 'LANG', 'PATH', 'PWD', 'PYTHONDONTWRITEBYTECODE'] 65534 65534 []\n"
+
+
+# --- 7. network -----------------------------------------------------------------------------------------------------
+
+
+def test_7_no_network_not_even_the_hosts_localhost(sandbox):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.5)
+        code = """
+            import socket, sys
+            for target in [("127.0.0.1", int(sys.argv[1])), ("1.1.1.1", 53), ("8.8.8.8", 443)]:
+                try:
+                    socket.create_connection(target, timeout=2)
+                    print("connected", target)
+                except OSError:
+                    pass
+            try:
+                socket.getaddrinfo("example.com", 80)
+                print("resolved")
+            except OSError:
+                pass
+            print(sorted(name for _, name in socket.if_nameindex()))
+        """
+        result = py(sandbox, code, str(listener.getsockname()[1]), limits=Limits(wall_s=20))
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    assert (result.ok, result.stdout) == (True, "['lo']\n")
+
+
+# --- 8. kills its parent / process group ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", ["os.kill(os.getppid(), 9)", "os.killpg(0, 9)", "os.kill(-1, 9)"])
+def test_8_killing_parent_or_group_hurts_only_the_program(sandbox, code):
+    with ThreadPoolExecutor(1) as pool:
+        sibling = pool.submit(py, sandbox, "import time; time.sleep(1); print('sibling fine')", limits=SHORT)
+        time.sleep(0.3)
+        py(sandbox, f"import os; {code}; import time; time.sleep(0.5)")
+        assert sibling.result().stdout == "sibling fine\n"
+
+
+# --- 9. exits 0 before the tests run (verdict: the code reward's; the sandbox reports faithfully) -------------------
+
+
+@pytest.mark.parametrize("exit_call", ["sys.exit(0)", "os._exit(0)", "raise SystemExit"])
+def test_9_an_early_exit_is_reported_as_it_happened(sandbox, exit_call):
+    result = py(sandbox, f"import os, sys\nprint('before', flush=True)\n{exit_call}\nprint('RESULT: PASS')")
+    assert (result.exit_code, result.stopped, result.stdout) == (0, "exit", "before\n")
+
+
+# --- 10. defeats asserts (verdict: the code reward's; the sandbox keeps the harness's files out of reach) ------------
+
+
+def test_10_a_program_cannot_change_the_harness_files_it_is_given(sandbox):
+    files = {"check.py": "def check(x): assert x\n"}
+    before = open(__file__, "rb").read()
+    code = "open('check.py', 'w').write('def check(x): pass'); import sys; open(sys.argv[1], 'w').write('pwned')"
+    assert py(sandbox, code, __file__, files=files).exit_code == 1  # the host path does not exist inside
+    again = sandbox.run(["python3", "-c", "print(open('check.py').read(), end='')"], files=files)
+    assert again.stdout == "def check(x): assert x\n" and open(__file__, "rb").read() == before
+
+
+# --- 11. reads the test file (verdict: the code reward's; the sandbox shows only the files it is given) -------------
+
+
+def test_11_only_the_given_files_are_visible(sandbox):
+    code = "import os, sys; print(sorted(os.listdir('.')), os.path.exists(sys.argv[1]), os.path.exists('/work'))"
+    result = sandbox.run(["python3", "-c", code, __file__], files={"solution.py": "x = 1"})
+    assert result.stdout == "['solution.py'] False False\n"
+
+
+# --- 12. threads and double-forked children that outlive the program -----------------------------------------------
+
+
+def test_12_a_non_daemon_thread_is_killed_at_the_deadline(sandbox):
+    result = py(sandbox, "import threading, time; threading.Thread(target=time.sleep, args=(100,)).start()",
+                limits=Limits(wall_s=1))
+    assert (result.stopped, result.ok) == ("timeout", False)
+
+
+@pytest.mark.parametrize("parent_waits", [False, True])
+def test_12_a_double_forked_setsid_child_dies_with_the_run(sandbox, parent_waits):
+    token = uuid.uuid4().hex
+    code = f"""
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(100)
+            os._exit(0)
+        time.sleep({100 if parent_waits else 0})
+    """
+    result = py(sandbox, code, token, limits=Limits(wall_s=1.5))
+    assert result.stopped == ("timeout" if parent_waits else "exit")
+    assert alive(token) == []
+
+
+def test_12_every_process_is_gone_when_run_returns(sandbox):
+    code = "import os, time\nfor _ in range(40):\n    if os.fork() == 0: time.sleep(100)\ntime.sleep(100)"
+    for _ in range(3):  # the kernel tears a pid namespace down asynchronously: run must wait for it
+        token = uuid.uuid4().hex
+        assert py(sandbox, code, token, limits=Limits(wall_s=0.5)).stopped == "timeout"
+        assert alive(token) == []
+
+
+# --- 13. segfault, deep recursion ------------------------------------------------------------------------------------
+
+
+def test_13_segfault_is_a_signal(sandbox):
+    result = py(sandbox, "import ctypes; ctypes.string_at(0)")
+    assert (result.stopped, result.signal, result.exit_code) == ("signal", signal.SIGSEGV, None)
+
+
+def test_13_deep_recursion_fails(sandbox):
+    result = py(sandbox, "import sys\nsys.setrecursionlimit(10**7)\ndef f(n): return f(n + 1)\nf(0)", limits=SHORT)
+    assert not result.ok
+
+
+# --- 14. forges result lines (verdict: the code reward's; the sandbox's own channel cannot be forged) ----------------
+
+
+def test_14_a_forged_sandbox_failure_is_just_a_failing_program(sandbox):
+    code = f"import sys; sys.stderr.write({READY.decode()!r} + 'bwrap: Can\\'t mount proc\\n'); sys.exit(1)"
+    result = py(sandbox, code)
+    assert (result.exit_code, result.stderr) == (1, READY.decode() + "bwrap: Can't mount proc\n")
+
+
+def test_14_output_comes_back_verbatim_and_unmixed(sandbox):
+    result = py(sandbox, "import sys; sys.stdout.buffer.write(b'ok\\xff'); sys.stderr.write('ALL TESTS PASSED')")
+    assert (result.stdout, result.stderr) == ("ok\ufffd", "ALL TESTS PASSED")
+
+
+# --- 15. raises its own rlimits -------------------------------------------------------------------------------------
+
+
+def test_15_rlimits_cannot_be_raised(sandbox):
+    code = """
+        import resource
+        for name in ["RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_NPROC", "RLIMIT_FSIZE", "RLIMIT_NOFILE"]:
+            limit = getattr(resource, name)
+            try:
+                resource.setrlimit(limit, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+                print("raised", name)
+            except (ValueError, OSError):
+                pass
+        bytearray(10**10)
+    """
+    result = py(sandbox, code)
+    assert (result.stdout, result.stopped) == ("", "memory")
+
+
+# --- 16. many submissions at once ----------------------------------------------------------------------------------
+
+
+def test_16_a_hundred_concurrent_runs_do_not_mix(sandbox):
+    code = "import sys; open('id.txt', 'w').write(sys.argv[1]); print(open('id.txt').read())"
+    with ThreadPoolExecutor(100) as pool:
+        results = list(pool.map(lambda i: py(sandbox, code, str(i), limits=Limits(wall_s=60)), range(100)))
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(100)]
+
+
+# --- soak ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_soak_1000_runs_leave_nothing_behind(sandbox):
+    me = psutil.Process()
+    fds, threads = me.num_fds(), threading.active_count()
+    results = [sandbox.run(["python3", "-c", "pass"]) for _ in range(1000)]
+    assert all(r.ok for r in results)
+    assert (me.num_fds(), threading.active_count(), me.children(recursive=True)) == (fds, threads, [])
