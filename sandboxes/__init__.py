@@ -29,7 +29,7 @@ class Limits:
     wall_s: float = 10.0
     """Wall-clock deadline for the whole run, sandbox start included; then every process of the run is killed."""
     cpu_s: float = 10.0
-    """CPU seconds per process (SIGXCPU at the limit, SIGKILL one second later)."""
+    """CPU seconds per process, rounded up to whole seconds (SIGXCPU at the limit, SIGKILL one second later)."""
     memory_bytes: int = 512 * 2**20
     """Address space per process."""
     processes: int = 64

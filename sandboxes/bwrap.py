@@ -88,6 +88,7 @@ def limits_script(limits: Limits) -> str:
 
 
 def memfd(data: bytes) -> int:
+    """An anonymous in-memory file holding `data`, positioned at its start."""
     fd = os.memfd_create("sandbox")
     with open(fd, "wb", closefd=False) as f:
         f.write(data)
@@ -109,7 +110,9 @@ def kill_sandbox(pid: int) -> None:
     for pidfd in pidfds:
         with contextlib.suppress(ProcessLookupError):
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        select.select([pidfd], [], [])  # a pidfd turns readable when its process has exited
+        poll = select.poll()  # not select(): a trainer may hold more than FD_SETSIZE fds
+        poll.register(pidfd, select.POLLIN)
+        poll.poll()  # a pidfd turns readable when its process has exited
         os.close(pidfd)
 
 
@@ -229,7 +232,11 @@ class BwrapSandbox(Sandbox):
         err = err[len(READY):] if ready else err[: limits.output_bytes]
         if not ready and killed is None:
             raise SandboxError(f"bwrap could not start the sandbox (exit {code}): {err.decode(errors='replace')}")
-        exit_code, sig = (code, None) if 0 <= code <= 128 else (None, code - 128 if code > 128 else -code)
+        exit_code, sig = code, None
+        if code > 128:  # bwrap's (and sh's) way of saying "killed by signal code - 128"
+            exit_code, sig = None, code - 128
+        elif code < 0:  # bwrap itself was killed, not by us (the OOM killer, say)
+            exit_code, sig = None, -code
         if killed is not None:
             exit_code, sig, stopped = None, signal.SIGKILL, killed
         elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= limits.cpu_s):
