@@ -87,7 +87,7 @@ class LoopConfig:
     engine_workers: int = 0
     """Stockfish processes scoring in parallel (0: one per core)"""
     engine_cache: str | None = None
-    """SQLite file that keeps engine evaluations across runs (default: in memory only)"""
+    """SQLite file that keeps engine evaluations across runs (unset: in memory only)"""
     grpo: list[str] = field(default_factory=list)
     """extra TRL GRPOConfig fields as KEY=VALUE (repeatable)"""
 
