@@ -110,11 +110,14 @@ class DiskCache:
     def __init__(self, path: str | Path):
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, check_same_thread=False)
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS evals (fen TEXT, move TEXT, lim TEXT, expectation REAL, best TEXT, "
-            "PRIMARY KEY (fen, move, lim))"
-        )
+        try:
+            self.db = sqlite3.connect(path, check_same_thread=False)
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS evals (fen TEXT, move TEXT, lim TEXT, expectation REAL, best TEXT, "
+                "PRIMARY KEY (fen, move, lim))"
+            )
+        except sqlite3.Error as error:  # not ours (a text file, another database): leave it untouched
+            raise EngineError(f"engine cache {path}: {error}; give another --engine-cache file") from None
 
     def get(self, key: Key, lim: str) -> tuple[float, str | None] | None:
         row = self.db.execute(

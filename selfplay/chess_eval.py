@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import chess
 from rich.console import Console
 
 from selfplay.config import ConfigError, LoopConfig, check_engine_limit
@@ -87,12 +86,13 @@ def run_chess_eval(config: EvalConfig, console: Console | None = None) -> dict:
     console = console or Console()
     levels = [int(level) for level in config.elo.split(",")]  # validated by the CLI
     model_path = resolve_model(config.model)
-    name = config.run or f"eval__{Path(config.model.rstrip('/')).name}__{time.strftime('%Y%m%d-%H%M%S')}"
-    out = create_run_dir(config.runs_dir, name)
+    lora_rank = adapter_rank(config.adapter) if config.adapter else None
     loop_like = LoopConfig(eval_file=config.positions_file, eval_positions=config.eval_positions, skip_bad=config.skip_bad,
                            engine_limit=config.engine_limit, engine_workers=config.engine_workers,
                            engine_cache=config.engine_cache)
-    rows = chess_domain.eval_rows(loop_like) if config.eval_positions else []
+    rows = chess_domain.eval_rows(loop_like) if config.eval_positions else []  # a bad file stops here, nothing made
+    name = config.run or f"eval__{Path(config.model.rstrip('/')).name}__{time.strftime('%Y%m%d-%H%M%S')}"
+    out = create_run_dir(config.runs_dir, name)
 
     from transformers import AutoTokenizer
 
@@ -103,7 +103,7 @@ def run_chess_eval(config: EvalConfig, console: Console | None = None) -> dict:
     reward_funcs, _, engines = chess_domain.reward_funcs(loop_like)
     policy = None
     try:
-        policy = VLLMPolicy(model_path, lora_rank=adapter_rank(config.adapter) if config.adapter else None, seed=config.seed)
+        policy = VLLMPolicy(model_path, lora_rank=lora_rank, seed=config.seed)
         if config.adapter:
             policy.load_adapter(config.adapter, 1)
         result: dict = {"model": model_path, "adapter": config.adapter, "positions_file": config.positions_file}

@@ -98,10 +98,10 @@ def best_sampled_answers(model_path: str, rows: list[dict], config: SFTConfig, t
 def run_sft(config: SFTConfig, console: Console | None = None) -> dict:
     console = console or Console()
     model_path = resolve_model(config.model)
-    out = create_run_dir(config.runs_dir, config.run or f"sft__{config.targets}__{time.strftime('%Y%m%d-%H%M%S')}")
     loop_like = LoopConfig(positions=config.positions, train_positions=config.examples, skip_bad=config.skip_bad,
                            engine_limit=config.engine_limit, engine_workers=config.engine_workers, seed=config.seed)
     rows = chess_domain.train_rows(loop_like, chess_domain.eval_rows(LoopConfig()))  # never the loop's held-out set
+    out = create_run_dir(config.runs_dir, config.run or f"sft__{config.targets}__{time.strftime('%Y%m%d-%H%M%S')}")
 
     import torch
     from datasets import Dataset

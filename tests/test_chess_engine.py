@@ -84,3 +84,11 @@ def test_engine_that_cannot_start_raises_a_clear_error(tmp_path):
 def test_malformed_limit_is_rejected(text):
     with pytest.raises(ValueError, match="depth=N, nodes=N or time=SECONDS"):
         parse_limit(text)
+
+
+def test_engine_cache_that_is_not_ours_is_a_clear_error_and_left_untouched(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes, not a database\n" * 100)
+    with pytest.raises(EngineError, match="give another --engine-cache file"):
+        EnginePool(size=1, limit=LIMIT, cache_path=notes)
+    assert notes.read_text() == "my notes, not a database\n" * 100

@@ -89,6 +89,21 @@ def test_malformed_flags_of_every_command(capsys, tmp_path, argv, message):
     assert status == 2 and message in err and not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("command", [["eval", "chess", "--positions-file"], ["sft", "--positions"]])
+def test_malformed_position_file_stops_eval_and_sft_before_anything_is_made(capsys, tmp_path, command):
+    bad = tmp_path / "bad.epd"
+    bad.write_text("\x00\xff garbage ♞\n")
+    status, err = run_cli(capsys, *command, str(bad), "--runs-dir", str(tmp_path / "runs"))
+    assert status == 2 and f"{bad}:1" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_eval_with_a_directory_that_is_no_adapter(capsys, tmp_path):
+    status, err = run_cli(capsys, "eval", "chess", "--adapter", str(tmp_path), "--runs-dir", str(tmp_path / "runs"))
+    assert status == 2 and "not a PEFT LoRA adapter directory" in err
+    assert not (tmp_path / "runs").exists()
+
+
 def chess_start() -> str:
     import chess
 
