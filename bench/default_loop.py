@@ -1,11 +1,12 @@
-"""Wall time, peak RAM and held-out before -> after of the default `make loop DOMAIN=chess` run.
+"""Wall time, peak RAM and held-out before -> after of the default `make loop DOMAIN=chess` (or `code`) run.
 
-    python bench/default_loop.py [--results FILE] [extra selfplay loop flags]
+    python bench/default_loop.py [--results FILE] [--domain code] [extra selfplay loop flags]
 
 Runs `selfplay loop` as a child process, samples the memory of its whole process tree (trainer, vLLM engine and
 workers, Stockfish) every second, and writes bench/results/default_loop.json (or FILE). Memory is reported two
 ways: the sum of resident sets (counts pages shared between processes once per process, so it overstates) and
 the sum of proportional set sizes (PSS: shared pages split among their users, so the tree's real footprint).
+The code domain's results go to bench/results/default_loop_code.json.
 """
 
 import json
@@ -31,13 +32,14 @@ def tree_memory(process: psutil.Process) -> tuple[int, int]:
 
 def main() -> None:
     args = sys.argv[1:]
-    results = Path("bench/results/default_loop.json")
+    domain = args[args.index("--domain") + 1] if "--domain" in args else "chess"
+    results = Path("bench/results/default_loop.json" if domain == "chess" else f"bench/results/default_loop_{domain}.json")
     if args[:1] == ["--results"]:
         results, args = Path(args[1]), args[2:]
-    run = f"bench-default-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = f"bench-default-{domain}-{time.strftime('%Y%m%d-%H%M%S')}"
     selfplay = str(Path(sys.executable).with_name("selfplay"))
     start = time.perf_counter()
-    child = subprocess.Popen([selfplay, "loop", "--domain", "chess", "--run", run, *args])
+    child = subprocess.Popen([selfplay, "loop", "--domain", domain, "--run", run, *args])
     watched, peak_rss, peak_pss = psutil.Process(child.pid), 0, 0
     while child.poll() is None:
         rss, pss = tree_memory(watched)

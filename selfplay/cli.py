@@ -1,6 +1,6 @@
 """The `selfplay` command.
 
-    selfplay loop --domain chess [--steps N] [--model DIR|HUB_ID] [--run NAME] [...]   # see selfplay loop --help
+    selfplay loop --domain chess|code [--steps N] [--model DIR|HUB_ID] [--run NAME] [...]   # see selfplay loop --help
     selfplay eval chess [--positions-file FILE] [--adapter DIR] [--games N --elo 1350,1600]  # see --help
     selfplay sft [--targets engine|samples] [--examples N] [--run NAME]   # warm start; loop --model runs/NAME/model
     selfplay model fetch                                                             # build the default model
@@ -17,12 +17,13 @@ from selfplay.chess_eval import EvalConfig
 from selfplay.config import ConfigError, add_config_arguments, config_from_args
 from selfplay.domains import DomainError
 from selfplay.domains.chess_positions import PositionFileError
+from selfplay.domains.code_tasks import TaskFileError
 from selfplay.model import ModelError, fetch_default_model
 from selfplay.runlog import RunDirError
 from selfplay.sft import SFTConfig
 
-USER_ERRORS = (ConfigError, DomainError, ModelError, PositionFileError, RunDirError)
-INFRA_ERRORS = ("PolicyError", "EngineError")  # vLLM or Stockfish failed after its bounded restart
+USER_ERRORS = (ConfigError, DomainError, ModelError, PositionFileError, RunDirError, TaskFileError)
+INFRA_ERRORS = ("PolicyError", "EngineError", "SandboxError")  # vLLM, Stockfish or the sandbox failed (after a bounded restart)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,9 @@ from rewards.chess_engine import parse_limit
 from selfplay.domains.chess_positions import parse_position_mix
 
 
+COMPLETION_TOKENS = {"chess": 8, "code": 256}  # a move; a short function
+
+
 class ConfigError(ValueError):
     """A flag or setting is malformed; the message names it."""
 
@@ -26,7 +29,7 @@ class ConfigError(ValueError):
 @dataclass
 class LoopConfig:
     domain: str = "chess"
-    """task domain: chess"""
+    """task domain: chess or code"""
     model: str = "SmolLM2-135M-Instruct"
     """HF model directory or hub id (default: the built-in SmolLM2-135M-Instruct)"""
     run: str | None = None
@@ -44,8 +47,8 @@ class LoopConfig:
     micro_batch_size: int = 8
     """sequences per forward/backward pass; an iteration's prompts_per_step x num_generations must divide by it.
     A multiple of num_generations lets a group's samples share one pass over their prompt (selfplay.shared_prefix)"""
-    max_completion_length: int = 8
-    """max new tokens per completion (TRL max_completion_length)"""
+    max_completion_length: int | None = None
+    """max new tokens per completion (TRL max_completion_length); unset: the domain's, 8 for chess, 256 for code"""
     temperature: float = 0.8
     """sampling temperature, for vLLM and for the trainer's logprobs (TRL temperature)"""
     learning_rate: float = 3e-4
@@ -82,6 +85,17 @@ class LoopConfig:
     """held-out positions from this file (its first eval_positions) instead of random playouts"""
     eval_every: int = 0
     """also evaluate every N iterations, into eval.jsonl (0: only before and after)"""
+    tasks: str = "generated"
+    """code training tasks: generated (seeded families with hidden tests) or a JSONL file in the HumanEval or MBPP
+    format (.jsonl or .jsonl.gz)"""
+    train_tasks: int = 1000
+    """size of the code training task pool"""
+    eval_tasks: int = 100
+    """held-out generated code tasks, scored (pass@1, greedy) before and after training"""
+    eval_humaneval: int = 164
+    """HumanEval problems (the first N of 164) also scored before and after training (0 skips them)"""
+    sandbox: str = "auto"
+    """where code rewards run untrusted code: auto (bwrap, else docker), bwrap or docker"""
     engine_limit: str = "depth=8"
     """Stockfish search limit for rewards: depth=N, nodes=N or time=SECONDS"""
     engine_workers: int = 0
@@ -91,13 +105,18 @@ class LoopConfig:
     grpo: list[str] = field(default_factory=list)
     """extra TRL GRPOConfig fields as KEY=VALUE (repeatable)"""
 
+    def __post_init__(self):
+        if self.max_completion_length is None:
+            self.max_completion_length = COMPLETION_TOKENS.get(self.domain, 8)
+
     def validate(self) -> None:
         for name in (
             "steps", "prompts_per_step", "num_generations", "micro_batch_size", "max_completion_length", "lora_rank",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("engine_workers", "eval_every", "eval_positions", "train_positions"):
+        for name in ("engine_workers", "eval_every", "eval_positions", "train_positions", "train_tasks", "eval_tasks",
+                     "eval_humaneval"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
         check_engine_limit("--engine-limit", self.engine_limit)
@@ -111,6 +130,8 @@ class LoopConfig:
             raise ConfigError(f"--selfplay-opponent {self.selfplay_opponent!r}: expected self or a UCI_Elo like 1350")
         if (self.prompts_per_step * self.num_generations) % self.micro_batch_size:
             raise ConfigError("--micro-batch-size must divide --prompts-per-step x --num-generations")
+        if self.sandbox not in ("auto", "bwrap", "docker"):
+            raise ConfigError(f"--sandbox {self.sandbox!r}: choose auto, bwrap or docker")
         if self.temperature < 0:
             raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
         grpo_overrides(self.grpo)  # fail at parse time, not after vLLM has started

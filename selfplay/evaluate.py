@@ -9,9 +9,10 @@ legal-move rate and `engine_reward` the mean reward). The rows are never trained
 from selfplay.train import encode_prompt
 
 
-def evaluate(policy, tokenizer, rows: list[dict], reward_funcs, *, max_tokens: int) -> dict:
+def evaluate(policy, tokenizer, rows: list[dict], reward_funcs, *, max_tokens: int, stop: list[str] | None = None) -> dict:
     prompts = [row["prompt"] for row in rows]
-    groups = policy.generate([encode_prompt(tokenizer, p) for p in prompts], n=1, max_tokens=max_tokens, temperature=0.0)
+    ids = [encode_prompt(tokenizer, p) for p in prompts]
+    groups = policy.generate(ids, n=1, max_tokens=max_tokens, temperature=0.0, stop=stop)
     completions = [group[0].text for group in groups]
     columns = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"}
     result = {"n": len(rows), "policy_version": policy.version}

@@ -1,6 +1,6 @@
 """The self-improvement loop, top to bottom: config -> model -> policy -> eval -> (generate, score, update)* -> eval.
 
-    selfplay loop --domain chess --steps 20        # or: make loop DOMAIN=chess STEPS=20
+    selfplay loop --domain chess --steps 20        # or: make loop DOMAIN=chess STEPS=20 (DOMAIN=code: Python)
 
 1. the policy model is resolved (the built-in SmolLM2-135M-Instruct is built on first use);
 2. vLLM serves it; the held-out set is answered greedily and scored ("before");
@@ -31,8 +31,8 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
     console = console or Console()
     domain = get_domain(config.domain)
     model_path = resolve_model(config.model)
-    eval_rows = domain.eval_rows(config) if config.eval_positions else []
-    rows = domain.train_rows(config, eval_rows)  # a bad position file stops here: no run dir, no vLLM
+    eval_rows = domain.eval_rows(config)
+    rows = domain.train_rows(config, eval_rows)  # a bad position or task file stops here: no run dir, no vLLM
     run_dir = create_run_dir(config.runs_dir, config.run_name())
     settings = {**dataclasses.asdict(config), "run": run_dir.name, "model_path": model_path}
     write_json(run_dir / "config.json", settings)
@@ -54,7 +54,8 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
         policy = VLLMPolicy(model_path, lora_rank=config.lora_rank if lora else None, seed=config.seed)
 
         def run_eval(label: str) -> dict:
-            result = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length)
+            result = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length,
+                              stop=domain.STOP)
             append_jsonl(run_dir / "eval.jsonl", [{"label": label, **result}])
             console.print(f"[bold]eval {label}[/] {summary(result)}")
             return result
@@ -74,7 +75,7 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
                 callbacks.append(EvalEvery(config.eval_every, config.steps, run_eval))
             trainer = build_trainer(
                 config, model_path, dataset, reward_funcs, reward_weights, policy if lora else None, run_dir,
-                stats, callbacks,
+                stats, callbacks, domain.STOP,
             )
             logger.trainer = trainer
             trainer.train()

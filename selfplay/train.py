@@ -31,8 +31,8 @@ def encode_prompt(tokenizer, prompt) -> list[int]:
 class VLLMRollout:
     """TRL `rollout_func`: sample every prompt's group from vLLM; rows of one group arrive consecutively."""
 
-    def __init__(self, policy, tokenizer, stats: dict):
-        self.policy, self.tokenizer, self.stats = policy, tokenizer, stats
+    def __init__(self, policy, tokenizer, stats: dict, stop: list[str] | None = None):
+        self.policy, self.tokenizer, self.stats, self.stop = policy, tokenizer, stats, stop
 
     def __call__(self, prompts: list, trainer) -> dict:
         args = trainer.args
@@ -51,6 +51,7 @@ class VLLMRollout:
             temperature=args.temperature,
             top_p=args.top_p,
             top_k=args.top_k or 0,  # TRL: 0 or None = off; vLLM: 0 = off
+            stop=self.stop,
         )
         seconds = time.perf_counter() - start
         out = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "policy_version": []}
@@ -108,8 +109,10 @@ def score_completion_tokens_only() -> None:
     trl_utils._use_triton = lambda device: True
 
 
-def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights, policy, run_dir: Path, stats: dict, callbacks):
-    """A TRL GRPOTrainer whose generation is `VLLMRollout` and whose updates reach vLLM through `SyncPolicy`.
+def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights, policy, run_dir: Path, stats: dict,
+                  callbacks, stop: list[str] | None = None):
+    """A TRL GRPOTrainer whose generation is `VLLMRollout` (ending samples at any of the `stop` strings) and whose
+    updates reach vLLM through `SyncPolicy`.
 
     With `policy=None` TRL generates itself: for a full fine-tune on CUDA through its colocated vLLM, which it
     syncs with the full weights after each step; otherwise with HF `generate` (full fine-tune on CPU, where vLLM
@@ -173,7 +176,7 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        rollout_func=VLLMRollout(policy, tokenizer, stats) if policy else None,
+        rollout_func=VLLMRollout(policy, tokenizer, stats, stop) if policy else None,
         callbacks=[SyncPolicy(policy, run_dir / "adapters"), *callbacks] if policy else callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the run dir and the display have them

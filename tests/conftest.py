@@ -68,4 +68,5 @@ def dense_chess_domain():
         training_data=chess_domain.training_data,
         reward_funcs=reward_funcs,
         HEADLINE=chess_domain.HEADLINE,
+        STOP=chess_domain.STOP,
     )

@@ -2,13 +2,15 @@
 
     eval_rows(config) -> held-out rows [{"prompt": [...messages], <reward columns>...}]
     train_rows(config, held_out) -> training rows of the same shape, none of them held out
+    training_data(config, rows, held_out, policy, tokenizer, stats) -> (TRL train dataset, extra trainer callbacks)
     reward_funcs(config) -> (TRL reward functions, their weights, an object to close() at the end)
     HEADLINE: the metric the progress display shows beside the reward
+    STOP: strings that end a sample (None: the end-of-sequence token or the token budget only)
 """
 
 import importlib
 
-DOMAINS = ("chess",)
+DOMAINS = ("chess", "code")
 
 
 class DomainError(ValueError):

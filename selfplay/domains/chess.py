@@ -136,3 +136,4 @@ def reward_funcs(config) -> tuple[list, list[float], EnginePool]:
 
 
 HEADLINE = "reward/legal_move_reward"
+STOP = None

@@ -1,0 +1,86 @@
+"""The code domain: write a Python function from its signature and docstring; hidden unit tests, run in a sandbox,
+score it.
+
+A row is `{"prompt": [chat messages], "tests": str, "entry_point": str, "source": str}`; the columns reach the
+reward functions in `rewards.code`. Training tasks come from `--tasks`: "generated" (seeded instances of the task
+families in `code_tasks`, each with randomised hidden tests) or a JSONL file in the HumanEval or MBPP format. The
+held-out set is generated from a seed the training tasks never use (`--eval-tasks` of them) plus the first
+`--eval-humaneval` HumanEval problems; a training task whose prompt is held out is dropped.
+
+The policy trains on the share of hidden tests passed (`unit_test_pass_fraction`: a 135M model rarely passes every
+test, and a group where all score 0 gives GRPO no gradient); pass@1 (all tests passed) is logged, overall and per
+held-out source.
+"""
+
+import random
+
+from datasets import Dataset
+
+from rewards.code import unit_test_pass_fraction, unit_test_reward, use_sandbox
+from sandboxes import Sandbox, get_sandbox
+from selfplay.domains.code_tasks import Task, TaskFileError, generated_tasks, humaneval_tasks, read_tasks
+
+EVAL_SEED = 1_000_003  # training seeds are small integers: the held-out tasks never share their seed
+SYSTEM_PROMPT = "You are an expert Python programmer. Reply with the complete function in one ```python code block."
+
+
+def task_prompt(task: Task) -> list[dict]:
+    user = f"Complete this Python function.\n```python\n{task.prompt.rstrip()}\n```"
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def task_row(task: Task) -> dict:
+    return {"prompt": task_prompt(task), "tests": task.tests, "entry_point": task.entry_point, "source": task.source}
+
+
+def eval_rows(config) -> list[dict]:
+    """The held-out set: `eval_tasks` generated tasks from a seed never trained on, then `eval_humaneval` HumanEval
+    problems."""
+    tasks = generated_tasks(config.eval_tasks, seed=EVAL_SEED) if config.eval_tasks else []
+    if config.eval_humaneval:
+        tasks += humaneval_tasks()[: config.eval_humaneval]
+    return [task_row(task) for task in tasks]
+
+
+def train_rows(config, held_out: list[dict]) -> list[dict]:
+    """`train_tasks` rows from `--tasks` (sampled when the file holds more), held-out prompts removed."""
+    if config.tasks == "generated":
+        tasks = generated_tasks(config.train_tasks, seed=config.seed)
+    else:
+        tasks, _ = read_tasks(config.tasks, skip_bad=config.skip_bad)
+        tasks = random.Random(config.seed).sample(tasks, min(config.train_tasks, len(tasks)))
+    excluded = {row["prompt"][-1]["content"] for row in held_out}
+    rows = [row for row in map(task_row, tasks) if row["prompt"][-1]["content"] not in excluded]
+    if not rows:
+        raise TaskFileError(f"--tasks {config.tasks}: no training tasks left after the held-out set")
+    random.Random(config.seed).shuffle(rows)
+    return rows
+
+
+def training_data(config, rows: list[dict], held_out: list[dict], policy, tokenizer, stats: dict) -> tuple:
+    """(TRL train dataset, extra trainer callbacks): the fixed task rows."""
+    return Dataset.from_list(rows), []
+
+
+def pass_at_1(wanted: str):
+    """pass@1 over the rows whose source is `wanted` ("generated", "humaneval"); None for the other rows."""
+
+    def metric(prompts, completions, *, tests, source, entry_point=None, **kwargs):
+        kept = [t if s == wanted else None for t, s in zip(tests, source)]
+        return unit_test_reward(prompts, completions, tests=kept, entry_point=entry_point)
+
+    metric.__name__ = f"pass_at_1_{wanted}"
+    return metric
+
+
+def reward_funcs(config) -> tuple[list, list[float], Sandbox]:
+    """The reward functions, their weights (the pass fraction trains; pass@1 is logged), and the sandbox they share,
+    to close at the end. The sandbox starts here, before vLLM: a missing one fails fast, saying what to install."""
+    sandbox = get_sandbox(config.sandbox)
+    use_sandbox(sandbox)
+    funcs = [unit_test_pass_fraction, unit_test_reward, pass_at_1("generated"), pass_at_1("humaneval")]
+    return funcs, [1.0, 0.0, 0.0, 0.0], sandbox
+
+
+HEADLINE = "reward/unit_test_reward"
+STOP = ["\n```\n"]  # the end of the first code block: what follows is prose the tests never see
