@@ -436,8 +436,8 @@ class DockerSandbox(Sandbox):
         cpu_s, oom = (float(trailer[1]), int(trailer[2])) if trailer else (0.0, int(oom_killed))
         if trailer:
             err = err[:trailer.start()]
-        if killed is None and len(err) > limits.output_bytes:  # passed the cap by less than a trailer's length
-            killed, err = "output", err[:limits.output_bytes]
+        if len(err) > limits.output_bytes:  # our stderr cap leaves room for the trailer: cut what passed the real one
+            killed, err = killed or "output", err[:limits.output_bytes]
         if killed is not None:
             return RunResult(None, signal.SIGKILL, out.decode(errors="replace"), err.decode(errors="replace"), wall_s, cpu_s,
                              killed)

@@ -1,4 +1,4 @@
-"""The unit-test rewards on the real bwrap sandbox: extraction, splitting, scoring, hostile solutions, HumanEval."""
+"""The unit-test rewards on the real sandboxes (bwrap and Docker): extraction, splitting, scoring, hostile solutions, HumanEval."""
 
 import time
 
@@ -12,15 +12,16 @@ ADD_TESTS = "assert add(1, 2) == 3\nassert add(-1, 1) == 0\nassert add(2, 2) == 
 ADD_CHECK = "METADATA = {}\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(0, 0) == 0\n"
 
 
-@pytest.fixture(scope="module")
-def sandbox():
+@pytest.fixture(scope="module", params=["bwrap", "docker"])
+def sandbox(request):
     try:
-        box = get_sandbox("auto")
+        box = get_sandbox(request.param)
     except SandboxError as error:
-        pytest.skip(f"no sandbox here: {error}")
+        pytest.skip(f"{request.param} is not usable here: {error}")
     use_sandbox(box)
     yield box
     use_sandbox(None)
+    box.close()
 
 
 def score(solutions: list[str], tests: str = ADD_TESTS, entry_point: str | None = None) -> list[float | None]:

@@ -1,10 +1,13 @@
-"""The bubblewrap sandbox against every hostile program of ../shared/HOSTILE.md (numbered as there), plus its interface.
+"""Both sandbox backends against every hostile program of ../shared/HOSTILE.md (numbered as there), plus the interface.
 
-Each test runs the real `bwrap`; all skip when it is unusable here. After every test no process started by the test
-is alive, no fd (memfd, pipe, pidfd) is left open and no temp file was made (the autouse `no_leftovers` fixture).
-The 1000-run soak test is marked slow.
+Each test runs the real backend (`bwrap`, and Docker with the image of `make sandbox-image`), and skips, saying why,
+where one is unusable. After every test no process started by the test is alive, no fd (memfd, pipe, pidfd, socket)
+is left open, no temp file was made, and no container of ours exists beyond the pool's warm ones (the autouse
+`no_leftovers` fixture); after a backend's last test, `close()` leaves no container at all. The 1000-run soak tests
+are marked slow.
 """
 
+import gc
 import os
 import signal
 import socket
@@ -15,38 +18,72 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import docker
 import psutil
 import pytest
 
-from sandboxes import Limits, RunResult, SandboxError, get_sandbox
+from sandboxes import Limits, RunResult, Sandbox, SandboxError, get_sandbox
 from sandboxes.bwrap import READY, BwrapSandbox
+from sandboxes.docker import LABEL, DockerSandbox
 
 SHORT = Limits(wall_s=3, cpu_s=1)
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> BwrapSandbox:
+def our_containers(sandbox: DockerSandbox) -> list[dict]:
+    return sandbox.client.api.containers(all=True, filters={"label": f"{LABEL}.owner={sandbox.owner}"})
+
+
+def settle(sandbox: Sandbox | None) -> None:
+    """Wait for Docker's pool to be full again, then drop the SDK's idle keep-alive connections (they are sockets),
+    and collect cyclic garbage (a failed connection's socket lives in its exception's traceback until then)."""
+    gc.collect()
+    if isinstance(sandbox, DockerSandbox):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with sandbox.lock:
+                if len(sandbox.warm.get(sandbox.want, [])) >= sandbox.pool_size:  # the refiller is idle
+                    break
+            time.sleep(0.05)
+        sandbox.client.api.close()
+
+
+@pytest.fixture(scope="module", params=["bwrap", "docker"])
+def sandbox(request):
     try:
-        return BwrapSandbox()
+        box = get_sandbox(request.param)
     except SandboxError as error:
-        pytest.skip(f"bubblewrap is not usable here: {error}")
+        pytest.skip(f"{request.param} is not usable here: {error}")
+    yield box
+    box.close()
+    if isinstance(box, DockerSandbox):
+        client = docker.from_env()
+        try:
+            assert client.api.containers(all=True, filters={"label": f"{LABEL}.owner={box.owner}"}) == []
+        finally:
+            client.close()
 
 
 @pytest.fixture(autouse=True)
-def no_leftovers(tmp_path, monkeypatch):
+def no_leftovers(request, tmp_path, monkeypatch):
     """Temp files anyone makes through `tempfile` land in a fresh dir, which must stay empty."""
+    box = request.getfixturevalue("sandbox") if "sandbox" in request.fixturenames else None
     temp = tmp_path / "tempfile-tempdir"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     me = psutil.Process()
+    settle(box)
     fds, children = me.num_fds(), set(me.children(recursive=True))  # earlier tests' helpers (vLLM's) may live on
     yield
+    settle(box)
     assert set(me.children(recursive=True)) <= children
     assert me.num_fds() == fds
     assert list(temp.iterdir()) == []
+    if isinstance(box, DockerSandbox):
+        containers = our_containers(box)
+        assert len(containers) <= box.pool_size and all(c["State"] == "running" for c in containers)
 
 
-def py(sandbox: BwrapSandbox, code: str, *args: str, **kwargs) -> RunResult:
+def py(sandbox: Sandbox, code: str, *args: str, **kwargs) -> RunResult:
     return sandbox.run(["python3", "-c", textwrap.dedent(code), *args], **kwargs)
 
 
@@ -75,14 +112,38 @@ def test_cpu_time_counts_the_program_and_wall_time_the_run(sandbox):
     assert result.ok and 0.3 <= result.cpu_s < 2 and result.wall_s >= result.cpu_s * 0.9
 
 
-def test_unknown_backend_and_missing_bwrap_raise_with_what_to_do():
-    with pytest.raises(SandboxError, match="auto, bwrap"):
-        get_sandbox("firejail")
+def test_an_unknown_backend_raises_naming_the_known_ones():
+    with pytest.raises(SandboxError, match="unknown sandbox 'nonsense': choose one of auto, bwrap, docker"):
+        get_sandbox("nonsense")
+
+
+def test_no_usable_backend_is_one_error_saying_what_to_install(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # no daemon
+    with pytest.raises(SandboxError) as raised:
+        get_sandbox("auto")
+    message = str(raised.value)
+    assert message.startswith("no sandbox backend is usable here. Install bubblewrap")
+    assert "- bwrap: bubblewrap (bwrap) is not on PATH" in message and "- docker: cannot reach the Docker daemon" in message
+    assert "make sandbox-image" in message
+
+
+def test_missing_bwrap_raises_with_what_to_do():
     with pytest.raises(SandboxError, match="apt-get install bubblewrap"):
         BwrapSandbox(bwrap="/nonexistent/bwrap")
 
 
-def test_a_sandbox_that_cannot_start_raises_instead_of_returning_a_result():
+def test_no_docker_daemon_or_image_raises_with_what_to_do(monkeypatch, sandbox):
+    if not isinstance(sandbox, DockerSandbox):
+        pytest.skip("Docker only")
+    with pytest.raises(SandboxError, match="make sandbox-image"):
+        DockerSandbox(image="selfplay-sandbox:no-such-tag")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(SandboxError, match="start the Docker daemon"):
+        DockerSandbox()
+
+
+def test_a_bwrap_that_cannot_start_raises_instead_of_returning_a_result():
     with pytest.raises(SandboxError, match="could not start"):
         BwrapSandbox(bwrap="/bin/false")  # exits 1 like a failing bwrap, before any program could run
 
@@ -93,8 +154,22 @@ def test_file_names_must_stay_in_the_scratch_dir(sandbox):
             sandbox.run(["true"], files={name: "x"})
 
 
-def test_auto_picks_bwrap(sandbox):
-    assert isinstance(get_sandbox("auto"), BwrapSandbox)
+def test_auto_picks_bwrap_when_it_works_else_docker(sandbox, monkeypatch):
+    if isinstance(sandbox, BwrapSandbox):
+        assert isinstance(get_sandbox("auto"), BwrapSandbox)
+    else:
+        monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap
+        with get_sandbox("auto") as auto:
+            assert isinstance(auto, DockerSandbox) and auto.run(["true"]).ok
+
+
+def test_docker_runs_each_program_in_a_fresh_container_removed_after_it(sandbox):
+    if not isinstance(sandbox, DockerSandbox):
+        pytest.skip("Docker only")
+    code = "print(open('/proc/1/cpuset').read().strip().rsplit('/', 1)[-1])"  # cgroup v1: /docker/<container id>
+    first, second = py(sandbox, code).stdout.strip(), py(sandbox, code).stdout.strip()
+    assert len(first) == 64 and first != second
+    assert {first, second}.isdisjoint(c["Id"] for c in our_containers(sandbox))
 
 
 # --- 1. fork bomb --------------------------------------------------------------------------------------------------
@@ -137,7 +212,9 @@ def test_1_fork_bomb_fails_and_leaves_nothing(sandbox, code):
 ])
 def test_2_cpu_loop_stops_at_the_cpu_limit(sandbox, code):
     result = py(sandbox, code, limits=Limits(wall_s=10, cpu_s=1))
-    assert (result.stopped, result.ok) == ("timeout", False) and result.cpu_s >= 1  # not the wall deadline
+    # not the wall deadline; the kernel checks RLIMIT_CPU against its scheduler clock, which can run ~15% ahead of
+    # the rusage reported (0.85 s at a 1 s limit on the reference VM, bare or not)
+    assert (result.stopped, result.ok) == ("timeout", False) and result.cpu_s >= 0.8 and result.wall_s < 9
 
 
 def test_2_sleeping_forever_stops_at_the_wall_deadline(sandbox):
@@ -243,12 +320,14 @@ def test_6_no_secrets_readable(sandbox, monkeypatch):
                 pass
     """
     result = py(sandbox, code)
-    assert result.ok and result.stdout.startswith("[]\n") and secret not in result.stdout
+    image_files = "['/etc/passwd']" if isinstance(sandbox, DockerSandbox) else "[]"  # the image's, not the host's
+    assert result.ok and result.stdout.startswith(f"{image_files}\n") and secret not in result.stdout
 
 
 def test_6_the_environment_is_exactly_the_documented_one(sandbox):
     result = py(sandbox, "import os; print(sorted(os.environ), os.getuid(), os.getgid(), os.getgroups())")
-    assert result.stdout == "['HOME', 'LANG', 'PATH', 'PWD', 'PYTHONDONTWRITEBYTECODE'] 65534 65534 []\n"
+    groups = [65534] if isinstance(sandbox, DockerSandbox) else []  # Docker keeps the primary group
+    assert result.stdout == f"['HOME', 'LANG', 'PATH', 'PWD', 'PYTHONDONTWRITEBYTECODE'] 65534 65534 {groups}\n"
 
 
 # --- 7. network -----------------------------------------------------------------------------------------------------
@@ -387,9 +466,14 @@ def test_14_output_comes_back_verbatim_and_unmixed(sandbox):
 
 
 def test_15_rlimits_cannot_be_raised(sandbox):
+    # Docker caps processes with the container's pids cgroup: RLIMIT_NPROC would count every uid-65534 process on
+    # the host (no user namespace), so it is not set there.
+    names = ["RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NOFILE"]
+    if isinstance(sandbox, BwrapSandbox):
+        names.append("RLIMIT_NPROC")
     code = """
-        import resource
-        for name in ["RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_NPROC", "RLIMIT_FSIZE", "RLIMIT_NOFILE"]:
+        import resource, sys
+        for name in sys.argv[1:]:
             limit = getattr(resource, name)
             try:
                 resource.setrlimit(limit, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
@@ -398,7 +482,7 @@ def test_15_rlimits_cannot_be_raised(sandbox):
                 pass
         bytearray(10**10)
     """
-    result = py(sandbox, code)
+    result = py(sandbox, code, *names)
     assert (result.stdout, result.stopped) == ("", "memory")
 
 
@@ -418,7 +502,13 @@ def test_16_a_hundred_concurrent_runs_do_not_mix(sandbox):
 @pytest.mark.slow
 def test_soak_1000_runs_leave_nothing_behind(sandbox):
     me = psutil.Process()
-    before = me.num_fds(), threading.active_count(), set(me.children(recursive=True))
+
+    def counts() -> tuple:
+        settle(sandbox)
+        containers = len(our_containers(sandbox)) if isinstance(sandbox, DockerSandbox) else 0
+        return me.num_fds(), threading.active_count(), set(me.children(recursive=True)), containers
+
+    before = counts()
     results = [sandbox.run(["python3", "-c", "pass"]) for _ in range(1000)]
     assert all(r.ok for r in results)
-    assert (me.num_fds(), threading.active_count(), set(me.children(recursive=True))) == before
+    assert counts() == before
