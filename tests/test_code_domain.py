@@ -12,7 +12,8 @@ from sandboxes import SandboxError, get_sandbox
 from selfplay.cli import main
 from selfplay.config import LoopConfig
 from selfplay.domains import code as code_domain
-from selfplay.domains.code_tasks import TaskFileError, generated_tasks, humaneval_tasks
+from selfplay.domains.code_families import generated_tasks
+from selfplay.domains.code_tasks import TaskFileError, humaneval_tasks
 
 
 @pytest.fixture(scope="module")

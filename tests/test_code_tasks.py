@@ -10,7 +10,8 @@ import pytest
 
 from rewards.code import unit_test_reward, use_sandbox
 from sandboxes import SandboxError, get_sandbox
-from selfplay.domains.code_tasks import FAMILIES, TaskFileError, generated_tasks, humaneval_tasks, read_tasks
+from selfplay.domains.code_families import FAMILIES, generated_tasks
+from selfplay.domains.code_tasks import TaskFileError, humaneval_tasks, read_tasks
 
 SEEDS = (0, 1, 2)
 MBPP_ROWS = [  # three rows of the real MBPP file, as released

@@ -3,7 +3,7 @@ score it.
 
 A row is `{"prompt": [chat messages], "tests": str, "entry_point": str, "source": str}`; the columns reach the
 reward functions in `rewards.code`. Training tasks come from `--tasks`: "generated" (seeded instances of the task
-families in `code_tasks`, each with randomised hidden tests) or a JSONL file in the HumanEval or MBPP format. The
+families in `code_families`, each with randomised hidden tests) or a JSONL file in the HumanEval or MBPP format. The
 held-out set is generated from a seed the training tasks never use (`--eval-tasks` of them) plus the first
 `--eval-humaneval` HumanEval problems; a training task whose prompt is held out is dropped.
 
@@ -18,7 +18,8 @@ from datasets import Dataset
 
 from rewards.code import unit_test_pass_fraction, unit_test_reward, use_sandbox
 from sandboxes import Sandbox, get_sandbox
-from selfplay.domains.code_tasks import Task, TaskFileError, generated_tasks, humaneval_tasks, read_tasks
+from selfplay.domains.code_families import generated_tasks
+from selfplay.domains.code_tasks import Task, TaskFileError, humaneval_tasks, read_tasks
 
 EVAL_SEED = 1_000_003  # training seeds are small integers: the held-out tasks never share their seed
 SYSTEM_PROMPT = "You are an expert Python programmer. Reply with the complete function in one ```python code block."
