@@ -1,6 +1,6 @@
-"""Executions per second of a trivial passing test: through the bubblewrap sandbox vs a bare subprocess.
+"""Executions per second of a trivial passing test: through the bubblewrap sandbox, the Docker sandbox, and bare.
 
-    python bench/sandbox_exec.py [--runs 200]
+    python bench/sandbox_exec.py [--runs 200] [--no-docker]
 
 The program is `python3 -I -c "assert 1 + 1 == 2"`, with the system's /usr/bin/python3 on both sides (the sandbox
 runs that one; a bare "python3" may resolve to a slower shim such as pyenv's). The bare side captures output and
@@ -9,6 +9,13 @@ has a timeout, as a harness would; the sandbox side is `BwrapSandbox.run` with d
 - sequential: `runs` of each, one at a time, interleaved bare / sandbox so that load from other processes on the
   machine falls on both alike;
 - parallel: `runs` of each through two worker threads (one per core on the 2-core reference box), bare first.
+
+Docker (`DockerSandbox.run`, a warm pool of 2, default limits; each run in a fresh container that is removed after
+it), under "docker": the same program, `runs` sequentially and through two worker threads; the median latency of
+one run when the pool is full (`warm_latency_median_ms`, 20 runs a second apart); plus `cold_docker_run`:
+`docker run --rm` per second through the SDK (create, start, wait, remove; `runs // 10` of them) for reference. Its
+goal is >= 20 runs/s warm. A container costs ~0.2 s of CPU to start and remove, which the pool only moves off the
+run's path: sustained warm rates are bounded by how fast the machine can make containers.
 
 Rates are runs / wall seconds; `ratio` is sandbox / bare (the goal is >= 0.8). Wall rates move with the load that
 other processes put on the machine; the CPU time per run (ours plus our children's) moves much less, and its
@@ -25,6 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from sandboxes import Sandbox
 from sandboxes.bwrap import BwrapSandbox
 
 CODE = "assert 1 + 1 == 2"
@@ -36,7 +44,7 @@ def run_bare() -> None:
     assert result.returncode == 0, result
 
 
-def sandboxed(sandbox: BwrapSandbox):
+def sandboxed(sandbox: Sandbox):
     def run() -> None:
         result = sandbox.run(["python3", "-I", "-c", CODE])
         assert result.ok, result
@@ -63,9 +71,37 @@ def rates(bare_s: float, sandbox_s: float, runs: int) -> dict:
     return {"bare_per_s": runs / bare_s, "sandbox_per_s": runs / sandbox_s, "ratio": bare_s / sandbox_s}
 
 
+def docker_rates(runs: int) -> dict:
+    """Warm-pool runs/s of the Docker sandbox, sequential and with 2 workers; cold `docker run --rm`/s."""
+    import docker
+
+    from sandboxes.docker import IMAGE, DockerSandbox
+
+    with DockerSandbox() as sandbox:
+        run = sandboxed(sandbox)
+        latencies = []
+        for _ in range(20):
+            time.sleep(1)  # let the pool fill: this is one run's latency off a warm container
+            latencies.append(timed(run))
+        time.sleep(2)
+        sequential_s = timed(lambda: [run() for _ in range(runs)])
+        time.sleep(2)
+        with ThreadPoolExecutor(2) as pool:
+            parallel_s = timed(lambda: list(pool.map(lambda _: run(), range(runs))))
+    client = docker.from_env()
+    cold = max(1, runs // 10)
+    cold_s = timed(lambda: [client.containers.run(IMAGE, ["python3", "-I", "-c", CODE], remove=True,
+                                                  network_mode="none") for _ in range(cold)])
+    client.close()
+    return {"warm_sequential_per_s": runs / sequential_s, "warm_parallel_2_workers_per_s": runs / parallel_s,
+            "warm_latency_median_ms": statistics.median(latencies) * 1e3,
+            "cold_docker_run_per_s": cold / cold_s, "cold_runs": cold, "goal_warm_per_s": 20}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--no-docker", action="store_true", help="measure bwrap and bare only")
     args = parser.parse_args()
     sandbox_run = sandboxed(BwrapSandbox())
     run_bare()  # warm the page cache on both sides
@@ -96,6 +132,10 @@ def main() -> None:
         "parallel_2_workers": parallel,
         "goal_ratio": 0.8,
     }
+    if not args.no_docker:
+        results["docker"] = docker_rates(args.runs)
+        results["docker"]["ratio_warm_sequential_vs_bare"] = results["docker"]["warm_sequential_per_s"] / sequential[
+            "bare_per_s"]
     path = Path("bench/results/sandbox_exec.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")

@@ -35,9 +35,9 @@ class Limits:
     cpu_s: float = 10.0
     """CPU seconds per process, rounded up to whole seconds (SIGXCPU at the limit, SIGKILL one second later)."""
     memory_bytes: int = 512 * 2**20
-    """Address space per process."""
+    """Address space per process (Docker: also the memory, swap included, of the whole run)."""
     processes: int = 64
-    """Processes (and threads) alive at once inside the run."""
+    """Processes (and threads) alive at once inside the run (Docker: the container's pids cgroup)."""
     file_bytes: int = 16 * 2**20
     """Largest file a process may write."""
     open_files: int = 64

@@ -167,7 +167,11 @@ def container_limits(limits: Limits) -> Limits:
     return replace(limits, wall_s=0.0, output_bytes=0)
 
 
+DOCKER_ULIMITS = {"RLIMIT_CPU": "cpu", "RLIMIT_FSIZE": "fsize", "RLIMIT_NOFILE": "nofile", "RLIMIT_CORE": "core"}
+
+
 def rlimits(limits: Limits) -> list[tuple[str, int, int]]:
+    """(resource, soft, hard) for the program; the agent sets them, Docker's ulimits set all but AS for the container."""
     cpu = max(1, int(-(-limits.cpu_s // 1)))
     return [("RLIMIT_CPU", cpu, cpu + 1), ("RLIMIT_AS", limits.memory_bytes, limits.memory_bytes),
             ("RLIMIT_FSIZE", limits.file_bytes, limits.file_bytes),
@@ -247,9 +251,8 @@ class DockerSandbox(Sandbox):
             security_opt=["no-new-privileges"], pids_limit=limits.processes, mem_limit=limits.memory_bytes,
             memswap_limit=limits.memory_bytes, log_config=docker.types.LogConfig(type="none"),
             tmpfs={SCRATCH: f"rw,nosuid,nodev,noexec,size={limits.scratch_bytes},uid=65534,gid=65534,mode=0700"},
-            ulimits=[docker.types.Ulimit(name=name, soft=soft, hard=hard) for name, soft, hard in [
-                ("cpu", *rlimits(limits)[0][1:]), ("fsize", limits.file_bytes, limits.file_bytes),
-                ("nofile", limits.open_files, limits.open_files), ("core", 0, 0)]],
+            ulimits=[docker.types.Ulimit(name=DOCKER_ULIMITS[name], soft=soft, hard=hard)
+                     for name, soft, hard in rlimits(limits) if name in DOCKER_ULIMITS],
         )
         error: Exception | None = None
         for attempt in range(ATTEMPTS):

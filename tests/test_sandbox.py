@@ -212,9 +212,9 @@ def test_1_fork_bomb_fails_and_leaves_nothing(sandbox, code):
 ])
 def test_2_cpu_loop_stops_at_the_cpu_limit(sandbox, code):
     result = py(sandbox, code, limits=Limits(wall_s=10, cpu_s=1))
-    # not the wall deadline; the kernel checks RLIMIT_CPU against its scheduler clock, which can run ~15% ahead of
-    # the rusage reported (0.85 s at a 1 s limit on the reference VM, bare or not)
-    assert (result.stopped, result.ok) == ("timeout", False) and result.cpu_s >= 0.8 and result.wall_s < 9
+    # stopped long before the wall deadline (10 s). The kernel checks RLIMIT_CPU against its scheduler clock, which
+    # runs ahead of the rusage reported, more so under load (0.74-0.85 s at a 1 s limit on the reference VM, bare too)
+    assert (result.stopped, result.ok) == ("timeout", False) and result.cpu_s >= 0.5 and result.wall_s < 6
 
 
 def test_2_sleeping_forever_stops_at_the_wall_deadline(sandbox):
