@@ -23,6 +23,10 @@ escape RLIMIT_NPROC) with:
   once they are all gone. `--die-with-parent` kills them too if this Python process dies. A killed run's `cpu_s`
   is lost (only bwrap's own is counted).
 
+A run costs about 5.5 ms of CPU more than the bare program (measured on the 2-core reference VM, where spawning any
+process costs ~0.7 ms): ~2.3 ms for the least any bwrap does (its exec, a user and a mount namespace, pivot_root),
+~1.7 ms for the other namespaces (network ~0.6 ms) and mounts, ~1 ms for the sh init, ~0.5 ms for the drop to 65534.
+
 Why a run stopped (`RunResult.stopped`):
 - "timeout": our wall-clock kill, or SIGXCPU / SIGKILL after using its CPU seconds (RLIMIT_CPU);
 - "output": our kill after stdout or stderr passed `output_bytes`;
