@@ -48,6 +48,7 @@ What this does NOT protect against:
 
 import json
 import logging
+import math
 import os
 import re
 import selectors
@@ -172,7 +173,7 @@ DOCKER_ULIMITS = {"RLIMIT_CPU": "cpu", "RLIMIT_FSIZE": "fsize", "RLIMIT_NOFILE":
 
 def rlimits(limits: Limits) -> list[tuple[str, int, int]]:
     """(resource, soft, hard) for the program; the agent sets them, Docker's ulimits set all but AS for the container."""
-    cpu = max(1, int(-(-limits.cpu_s // 1)))
+    cpu = max(1, math.ceil(limits.cpu_s))
     return [("RLIMIT_CPU", cpu, cpu + 1), ("RLIMIT_AS", limits.memory_bytes, limits.memory_bytes),
             ("RLIMIT_FSIZE", limits.file_bytes, limits.file_bytes),
             ("RLIMIT_NOFILE", limits.open_files, limits.open_files), ("RLIMIT_CORE", 0, 0)]
