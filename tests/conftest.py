@@ -1,4 +1,5 @@
-"""Shared fixtures: the real default model, a tiny random-weight Llama-shaped model, a chess domain for it."""
+"""Shared fixtures: the real default model, a tiny random-weight Llama-shaped model, a chess domain for it, the
+sandbox the code rewards use."""
 
 import os
 from types import SimpleNamespace
@@ -70,3 +71,19 @@ def dense_chess_domain():
         HEADLINE=chess_domain.HEADLINE,
         STOP=chess_domain.STOP,
     )
+
+
+@pytest.fixture(scope="module")
+def auto_sandbox():
+    """`get_sandbox("auto")`, installed for the code rewards for the module's tests; skips where none is usable."""
+    from rewards.code import use_sandbox
+    from sandboxes import SandboxError, get_sandbox
+
+    try:
+        box = get_sandbox("auto")
+    except SandboxError as error:
+        pytest.skip(f"no sandbox here: {error}")
+    use_sandbox(box)
+    yield box
+    use_sandbox(None)
+    box.close()

@@ -7,24 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from rewards.code import use_sandbox
-from sandboxes import SandboxError, get_sandbox
+from sandboxes import SandboxError
 from selfplay.cli import main
 from selfplay.config import LoopConfig
 from selfplay.domains import code as code_domain
 from selfplay.domains.code_families import generated_tasks
 from selfplay.domains.code_tasks import TaskFileError, humaneval_tasks
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    try:
-        box = get_sandbox("auto")
-    except SandboxError as error:
-        pytest.skip(f"no sandbox here: {error}")
-    use_sandbox(box)
-    yield box
-    use_sandbox(None)
 
 
 def prompt_text(row: dict) -> str:
@@ -70,7 +58,7 @@ def test_a_task_file_trains_on_its_tasks_minus_the_held_out_humaneval_ones(tmp_p
         code_domain.train_rows(config, code_domain.eval_rows(config))
 
 
-def test_rewards_score_each_source_apart(sandbox):
+def test_rewards_score_each_source_apart(auto_sandbox):
     generated = generated_tasks(1, seed=7)[0]
     human = humaneval_tasks()[0]
     rows = [code_domain.task_row(generated), code_domain.task_row(human)]
@@ -134,7 +122,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_the_loop_runs_the_code_domain_on_a_tiny_model(tiny_model, tmp_path, sandbox):
+def test_the_loop_runs_the_code_domain_on_a_tiny_model(tiny_model, tmp_path, auto_sandbox):
     from selfplay.loop import run_loop
 
     config = LoopConfig(
@@ -154,7 +142,7 @@ def test_the_loop_runs_the_code_domain_on_a_tiny_model(tiny_model, tmp_path, san
 
 
 @pytest.mark.slow
-def test_one_code_iteration_on_the_real_default_model(default_model, tmp_path, sandbox):
+def test_one_code_iteration_on_the_real_default_model(default_model, tmp_path, auto_sandbox):
     """The real model writes fenced code: the sample ends where its first code block closes (the domain's stop)."""
     from selfplay.loop import run_loop
 

@@ -8,8 +8,7 @@ from collections import Counter
 
 import pytest
 
-from rewards.code import unit_test_reward, use_sandbox
-from sandboxes import SandboxError, get_sandbox
+from rewards.code import unit_test_reward
 from selfplay.domains.code_families import FAMILIES, generated_tasks
 from selfplay.domains.code_tasks import TaskFileError, humaneval_tasks, read_tasks
 
@@ -44,17 +43,6 @@ HUMANEVAL_ROW = {
     "test": "METADATA = {'author': 'me'}\n\n\ndef check(candidate):\n    assert candidate(2, 3) == 5\n"
             "    assert candidate(-1, 1) == 0\n",
 }
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    try:
-        box = get_sandbox("auto")
-    except SandboxError as error:
-        pytest.skip(f"no sandbox here: {error}")
-    use_sandbox(box)
-    yield box
-    use_sandbox(None)
 
 
 def score(tasks, solutions) -> list[float | None]:
@@ -114,7 +102,7 @@ def test_reference_solutions_pass_and_trivial_answers_fail_in_process():
             assert not check_in_process(task, wrong), task.task_id
 
 
-def test_reference_solutions_score_one_and_wrong_ones_zero_in_the_sandbox(sandbox):
+def test_reference_solutions_score_one_and_wrong_ones_zero_in_the_sandbox(auto_sandbox):
     tasks = [task for seed in SEEDS for task in one_of_each(seed)]
     assert score(tasks, [t.solution for t in tasks]) == [1.0] * len(tasks)
     first = one_of_each(SEEDS[0])
@@ -138,7 +126,7 @@ def test_every_family_appears_and_no_prompt_twice():
     assert len({t.task_id for t in tasks}) == len(tasks)
 
 
-def test_mbpp_rows_become_check_candidate_tasks_whose_solution_passes(tmp_path, sandbox):
+def test_mbpp_rows_become_check_candidate_tasks_whose_solution_passes(tmp_path, auto_sandbox):
     path = tmp_path / "mbpp.jsonl"
     write_rows(path, MBPP_ROWS)
     tasks, skipped = read_tasks(path)
@@ -153,7 +141,7 @@ def test_mbpp_rows_become_check_candidate_tasks_whose_solution_passes(tmp_path, 
     assert score(tasks + tasks, [t.solution for t in tasks] + wrong) == [1.0] * 3 + [0.0] * 3
 
 
-def test_humaneval_rows_and_gzip_files(tmp_path, sandbox):
+def test_humaneval_rows_and_gzip_files(tmp_path, auto_sandbox):
     path = tmp_path / "mine.jsonl.gz"
     path.write_bytes(gzip.compress((json.dumps(HUMANEVAL_ROW) + "\n\n").encode()))
     (task,), skipped = read_tasks(path)
