@@ -163,13 +163,41 @@ def test_auto_picks_bwrap_when_it_works_else_docker(sandbox, monkeypatch):
             assert isinstance(auto, DockerSandbox) and auto.run(["true"]).ok
 
 
-def test_docker_runs_each_program_in_a_fresh_container_removed_after_it(sandbox):
+def test_docker_reuses_a_container_but_a_run_cannot_see_or_affect_the_next(sandbox):
     if not isinstance(sandbox, DockerSandbox):
         pytest.skip("Docker only")
-    code = "print(open('/proc/1/cpuset').read().strip().rsplit('/', 1)[-1])"  # cgroup v1: /docker/<container id>
-    first, second = py(sandbox, code).stdout.strip(), py(sandbox, code).stdout.strip()
-    assert len(first) == 64 and first != second
-    assert {first, second}.isdisjoint(c["Id"] for c in our_containers(sandbox))
+    container = "open('/proc/1/cpuset').read().strip().rsplit('/', 1)[-1]"  # cgroup v1: /docker/<container id>
+    dirty = f"""
+        import ctypes, os, resource, subprocess
+        print({container})
+        os.makedirs("d/e"); open("d/e/f", "w").write("x"); os.chmod("d", 0); open("/tmp/.hidden", "w").write("x")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (8, 8))
+        try:
+            resource.prlimit(1, resource.RLIMIT_NOFILE, (8, 8))
+            print("changed the agent's rlimit")
+        except OSError:
+            pass
+        libc = ctypes.CDLL(None, use_errno=True)
+        print(libc.shmget(0, 4096, 0o1777), libc.msgget(0, 0o1777), libc.semget(0, 1, 0o1777))  # IPC_PRIVATE
+        subprocess.Popen(["sleep", "100"], start_new_session=True)
+        subprocess.Popen(["sh", "-c", "while true; do echo x >> /tmp/ghost; sleep 0.01; done"])
+    """
+    first = py(sandbox, dirty)
+    assert first.ok and first.stdout.splitlines()[1:] == ["-1 -1 -1"], first
+    clean = f"""
+        import os, resource
+        print({container})
+        print(sorted(os.listdir("/tmp")), sorted(p for p in os.listdir("/proc") if p.isdigit() and p != str(os.getpid())))
+        print(resource.getrlimit(resource.RLIMIT_NOFILE))
+        print(*(line for line in open("/proc/self/status") if line.startswith(("Cap", "NoNewPrivs"))), sep="", end="")
+    """
+    second = py(sandbox, clean, limits=Limits(open_files=64))
+    lines = second.stdout.splitlines()
+    assert lines[0] == first.stdout.splitlines()[0] and len(lines[0]) == 64  # the same container
+    assert lines[1:3] == ["[] ['1']", "(64, 64)"], second  # no file, no process but the agent, its own rlimits
+    assert lines[3:] == [f"{cap}:\t0000000000000000" for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")] + [
+        "NoNewPrivs:\t1"]
+    assert lines[0] in {c["Id"] for c in our_containers(sandbox)}
 
 
 # --- 1. fork bomb --------------------------------------------------------------------------------------------------
@@ -326,8 +354,7 @@ def test_6_no_secrets_readable(sandbox, monkeypatch):
 
 def test_6_the_environment_is_exactly_the_documented_one(sandbox):
     result = py(sandbox, "import os; print(sorted(os.environ), os.getuid(), os.getgid(), os.getgroups())")
-    groups = [65534] if isinstance(sandbox, DockerSandbox) else []  # Docker keeps the primary group
-    assert result.stdout == f"['HOME', 'LANG', 'PATH', 'PWD', 'PYTHONDONTWRITEBYTECODE'] 65534 65534 {groups}\n"
+    assert result.stdout == "['HOME', 'LANG', 'PATH', 'PWD', 'PYTHONDONTWRITEBYTECODE'] 65534 65534 []\n"
 
 
 # --- 7. network -----------------------------------------------------------------------------------------------------
