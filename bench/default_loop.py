@@ -9,6 +9,7 @@ the sum of proportional set sizes (PSS: shared pages split among their users, so
 The code domain's results go to bench/results/default_loop_code.json.
 """
 
+import argparse
 import json
 import subprocess
 import sys
@@ -31,15 +32,16 @@ def tree_memory(process: psutil.Process) -> tuple[int, int]:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    domain = args[args.index("--domain") + 1] if "--domain" in args else "chess"
-    results = Path("bench/results/default_loop.json" if domain == "chess" else f"bench/results/default_loop_{domain}.json")
-    if args[:1] == ["--results"]:
-        results, args = Path(args[1]), args[2:]
-    run = f"bench-default-{domain}-{time.strftime('%Y%m%d-%H%M%S')}"
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", help="results file (default: bench/results/default_loop[_<domain>].json)")
+    parser.add_argument("--domain", default="chess")
+    known, args = parser.parse_known_args()  # the rest goes to `selfplay loop`
+    suffix = "" if known.domain == "chess" else f"_{known.domain}"
+    results = Path(known.results or f"bench/results/default_loop{suffix}.json")
+    run = f"bench-default-{known.domain}-{time.strftime('%Y%m%d-%H%M%S')}"
     selfplay = str(Path(sys.executable).with_name("selfplay"))
     start = time.perf_counter()
-    child = subprocess.Popen([selfplay, "loop", "--domain", domain, "--run", run, *args])
+    child = subprocess.Popen([selfplay, "loop", "--domain", known.domain, "--run", run, *args])
     watched, peak_rss, peak_pss = psutil.Process(child.pid), 0, 0
     while child.poll() is None:
         rss, pss = tree_memory(watched)
