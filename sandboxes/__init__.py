@@ -18,6 +18,7 @@ Backends (each module's docstring says plainly what it does NOT protect against)
 `get_sandbox("auto")` takes bwrap when it works here, else Docker.
 """
 
+import signal
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,6 +67,23 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.stopped == "exit" and self.exit_code == 0
+
+
+def finished(exit_code: int | None, sig: int | None, out: bytes, err: bytes, *, limits: Limits, wall_s: float,
+             cpu_s: float, oom: bool = False) -> RunResult:
+    """The result of a run that ended on its own (not killed by us): why it stopped, from its status, its CPU time,
+    whether the memory cgroup OOM-killed in it (`oom`), and Python's `MemoryError` under RLIMIT_AS."""
+    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= limits.cpu_s and not oom):  # SIGKILL: hard limit
+        stopped: Stop = "timeout"
+    elif oom and (sig is not None or exit_code != 0):
+        stopped = "memory"
+    elif sig is not None:
+        stopped = "signal"
+    elif exit_code != 0 and err.rstrip().rsplit(b"\n", 1)[-1].startswith(b"MemoryError"):
+        stopped = "memory"
+    else:
+        stopped = "exit"
+    return RunResult(exit_code, sig, out.decode(errors="replace"), err.decode(errors="replace"), wall_s, cpu_s, stopped)
 
 
 class SandboxError(RuntimeError):

@@ -61,7 +61,7 @@ import time
 from collections.abc import Mapping
 from pathlib import PurePosixPath
 
-from sandboxes import Limits, RunResult, Sandbox, SandboxError, Stop
+from sandboxes import Limits, RunResult, Sandbox, SandboxError, Stop, finished
 
 SCRATCH = "/tmp"
 NOBODY = 65534
@@ -251,14 +251,6 @@ class BwrapSandbox(Sandbox):
         elif code < 0:  # bwrap itself was killed, not by us (the OOM killer, say)
             exit_code, sig = None, -code
         if killed is not None:
-            exit_code, sig, stopped = None, signal.SIGKILL, killed
-        elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= limits.cpu_s):
-            stopped = "timeout"
-        elif sig is not None:
-            stopped = "signal"
-        elif exit_code != 0 and err.rstrip().rsplit(b"\n", 1)[-1].startswith(b"MemoryError"):
-            stopped = "memory"
-        else:
-            stopped = "exit"
-        return RunResult(exit_code, sig, out.decode(errors="replace"), err.decode(errors="replace"), wall_s, cpu_s,
-                         stopped)
+            return RunResult(None, signal.SIGKILL, out.decode(errors="replace"), err.decode(errors="replace"), wall_s,
+                             cpu_s, killed)
+        return finished(exit_code, sig, out, err, limits=limits, wall_s=wall_s, cpu_s=cpu_s)

@@ -66,7 +66,6 @@ What this does NOT protect against:
 import json
 import logging
 import math
-import os
 import re
 import secrets
 import selectors
@@ -83,7 +82,7 @@ import docker.errors
 import psutil
 import requests
 
-from sandboxes import Limits, RunResult, Sandbox, SandboxError, Stop
+from sandboxes import Limits, RunResult, Sandbox, SandboxError, Stop, finished
 
 log = logging.getLogger(__name__)
 
@@ -596,15 +595,4 @@ class DockerSandbox(Sandbox):
             raise SandboxError(f"the Docker sandbox's agent was killed from outside (exit {status}): is dockerd "
                                f"healthy? {err.decode(errors='replace')[-300:]}")
         exit_code, sig = (status, None) if status <= 128 else (None, status - 128)
-        if sig == 24 or (sig == 9 and cpu_s >= limits.cpu_s and not oom):  # SIGXCPU, then SIGKILL at the hard limit
-            stopped: Stop = "timeout"
-        elif oom and (sig is not None or exit_code != 0):
-            stopped = "memory"
-        elif sig is not None:
-            stopped = "signal"
-        elif exit_code != 0 and err.rstrip().rsplit(b"\n", 1)[-1].startswith(b"MemoryError"):
-            stopped = "memory"
-        else:
-            stopped = "exit"
-        return RunResult(exit_code, sig, out.decode(errors="replace"), err.decode(errors="replace"), wall_s, cpu_s,
-                         stopped)
+        return finished(exit_code, sig, out, err, limits=limits, wall_s=wall_s, cpu_s=cpu_s, oom=oom)
