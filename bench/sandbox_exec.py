@@ -4,25 +4,27 @@
 
 The program is `python3 -I -c "assert 1 + 1 == 2"`, with the system's /usr/bin/python3 on both sides (the sandbox
 runs that one; a bare "python3" may resolve to a slower shim such as pyenv's). The bare side captures output and
-has a timeout, as a harness would; the sandbox side is `BwrapSandbox.run` with default limits. Two measurements:
+has a timeout, as a harness would; the sandbox side is `Sandbox.run` with default limits.
 
-- sequential: `runs` of each, one at a time, interleaved bare / sandbox so that load from other processes on the
-  machine falls on both alike;
+bubblewrap, `BwrapSandbox()` as it is made by default (as root: reused sandboxes, each with its agent) against bare:
+- sequential: `runs` of each, one at a time, interleaved bare / sandbox / fresh so that load from other processes on
+  the machine falls on all alike. "fresh" is `BwrapSandbox(reuse=False)`, a new sandbox per run, the default when
+  not root (`fresh_per_s`, `fresh_ratio`);
 - parallel: `runs` of each through two worker threads (one per core on the 2-core reference box), bare first.
 
-Docker (`DockerSandbox.run`, a warm pool of 2, default limits; each run in a fresh container that is removed after
-it), under "docker": the same program, `runs` sequentially and through two worker threads; the median latency of
-one run when the pool is full (`warm_latency_median_ms`, 20 runs a second apart); plus `cold_docker_run`:
-`docker run --rm` per second through the SDK (create, start, wait, remove; `runs // 10` of them) for reference. Its
-goal is >= 20 runs/s warm. A container costs ~0.2 s of CPU to start and remove, which the pool only moves off the
-run's path: sustained warm rates are bounded by how fast the machine can make containers.
+Docker (`DockerSandbox.run`, a pool of 2 warm containers, each reused for up to 100 runs), under "docker": the same
+program, `runs` sequentially and through two worker threads; the median latency of one run when the pool is full
+(`warm_latency_median_ms`, 20 runs a second apart); plus `cold_docker_run`: `docker run --rm` per second through the
+SDK (create, start, wait, remove; `runs // 10` of them) for reference. Its goal is >= 20 runs/s warm.
 
 Rates are runs / wall seconds; `ratio` is sandbox / bare (the goal is >= 0.8). Wall rates move with the load that
-other processes put on the machine; the CPU time per run (ours plus our children's) moves much less, and its
-`cpu_ratio` bounds what the sandbox can reach on a saturated machine. Results go to bench/results/sandbox_exec.json.
+other processes put on the machine; the CPU time per run (ours plus every descendant's: bwrap, the agent and the
+programs it reaped) moves much less, and its `cpu_ratio` bounds what the sandbox can reach on a saturated machine.
+Results go to bench/results/sandbox_exec.json.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -31,6 +33,8 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import psutil
 
 from sandboxes import Sandbox
 from sandboxes.bwrap import BwrapSandbox
@@ -58,13 +62,23 @@ def timed(run) -> float:
     return time.perf_counter() - start
 
 
+def cpu_seconds() -> float:
+    """CPU time so far of this process and all its descendants: the reaped ones (through their parents) and the live
+    ones (a reused sandbox's bwrap and agent, with the programs the agent reaped)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = time.process_time() + children.ru_utime + children.ru_stime
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 def cpu_timed(run) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process and its reaped children) of one call."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
+    """(wall seconds, CPU seconds of this process and its descendants) of one call."""
+    before = cpu_seconds()
     wall = timed(run)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
-    children = after[0].ru_utime + after[0].ru_stime - before[0].ru_utime - before[0].ru_stime
-    return wall, children + after[1] - before[1]
+    return wall, cpu_seconds() - before
 
 
 def rates(bare_s: float, sandbox_s: float, runs: int) -> dict:
@@ -103,20 +117,26 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--no-docker", action="store_true", help="measure bwrap and bare only")
     args = parser.parse_args()
-    sandbox_run = sandboxed(BwrapSandbox())
-    run_bare()  # warm the page cache on both sides
-    sandbox_run()
+    sandbox = BwrapSandbox()
+    sandbox_run, fresh_run = sandboxed(sandbox), sandboxed(BwrapSandbox(reuse=False))
+    for run in (run_bare, sandbox_run, fresh_run):  # warm the page cache on every side
+        run()
     load_before = os.getloadavg()[0]
 
-    bare, boxed = [], []
+    bare, boxed, fresh = [], [], []
     for _ in range(args.runs):
         bare.append(cpu_timed(run_bare))
         boxed.append(cpu_timed(sandbox_run))
+        fresh.append(cpu_timed(fresh_run))
     sequential = rates(sum(w for w, _ in bare), sum(w for w, _ in boxed), args.runs)
-    for side, runs in [("bare", bare), ("sandbox", boxed)]:
+    sequential["reused"] = sandbox.reuse
+    for side, runs in [("bare", bare), ("sandbox", boxed), ("fresh", fresh)]:
         sequential[f"{side}_median_ms"] = statistics.median(w for w, _ in runs) * 1e3
         sequential[f"{side}_cpu_ms_per_run"] = sum(c for _, c in runs) / args.runs * 1e3
     sequential["cpu_ratio"] = sequential["bare_cpu_ms_per_run"] / sequential["sandbox_cpu_ms_per_run"]
+    sequential["fresh_per_s"] = args.runs / sum(w for w, _ in fresh)
+    sequential["fresh_ratio"] = sum(w for w, _ in bare) / sum(w for w, _ in fresh)
+    sequential["fresh_cpu_ratio"] = sequential["bare_cpu_ms_per_run"] / sequential["fresh_cpu_ms_per_run"]
 
     with ThreadPoolExecutor(2) as pool:
         bare_s = timed(lambda: list(pool.map(lambda _: run_bare(), range(args.runs))))

@@ -11,9 +11,11 @@ and `limits`; it returns a `RunResult`. A program that misbehaves (crashes, loop
 ordinary result, never an exception: `SandboxError` means the sandbox itself could not start.
 
 Backends (each module's docstring says plainly what it does NOT protect against):
-- `bwrap` (`sandboxes.bwrap.BwrapSandbox`): bubblewrap namespaces + rlimits, no daemon; the default.
-- `docker` (`sandboxes.docker.DockerSandbox`): a fresh container per run from a warm pool, under cgroups (memory,
-  pids) + rlimits; needs a running dockerd and its image (`make sandbox-image`). `close()` it (or use `with`).
+- `bwrap` (`sandboxes.bwrap.BwrapSandbox`): bubblewrap namespaces + rlimits, no daemon; the default. As root it
+  reuses each sandbox for many runs through a trusted agent that resets it in between; otherwise a fresh one per run.
+- `docker` (`sandboxes.docker.DockerSandbox`): warm containers from a pool, each reused the same way, under cgroups
+  (memory, pids) + rlimits; needs a running dockerd and its image (`make sandbox-image`).
+`close()` a sandbox (or use `with`) to end what it keeps between runs (idle agents, warm containers).
 
 `get_sandbox("auto")` takes bwrap when it works here, else Docker.
 """

@@ -1,73 +1,102 @@
-"""The bubblewrap backend: every run in fresh Linux namespaces, under rlimits, with no daemon.
+"""The bubblewrap backend: runs in Linux namespaces, under rlimits, with no daemon.
 
     from sandboxes.bwrap import BwrapSandbox
-    BwrapSandbox().run(["python3", "-c", "print(1)"])
+    with BwrapSandbox() as sandbox:
+        sandbox.run(["python3", "-c", "print(1)"])
 
-One run is `bwrap` (started as uid 65534 through coreutils' `chroot --userspec` when we are root: root's processes
-escape RLIMIT_NPROC) with:
+Every run gets:
 - new user, pid, network, mount, IPC, UTS and cgroup namespaces, and no further user namespaces inside; the
   network namespace holds only its own loopback, so no host, LAN, internet or DNS;
 - a root holding only read-only binds of /usr (and the /bin, /lib... links into it) and /etc/ld.so.cache, a fresh
   /proc, and a /dev of only null, zero, random, urandom and the fd links (no tty, pts or shm); `/` is remounted
   read-only, so /etc, /dev and $HOME cannot be written;
-- the scratch directory /tmp: a private tmpfs of `scratch_bytes`, the cwd and $HOME, holding `files` (copied in
-  from memfds: nothing is written on the host's disk, so there is nothing to clean up there);
+- the scratch directory /tmp: a private tmpfs of `scratch_bytes`, the cwd and $HOME, holding `files` (nothing is
+  written on the host's disk, so there is nothing to clean up there);
 - uid and gid 65534 inside and out, no capabilities, no_new_privs, a new session (no TIOCSTI into our terminal),
-  an environment of only PATH, HOME, LANG, PYTHONDONTWRITEBYTECODE (and PWD, set by bwrap);
-- rlimits set by a /bin/sh wrapper, the pid namespace's init (`--as-pid-1`), which then runs the program as its
-  child: CPU, address space, processes (the wrapper counts as one), file size, open files, no core files. They are
-  hard limits, so the program cannot raise them; as pid 1 the wrapper ignores signals sent from inside, so the
-  program cannot kill it; and its exit, after it reaped the program, gives bwrap (and so us) the CPU time used;
-- a wall-clock deadline (sandbox start included) and per-stream output caps enforced here, by SIGKILLing bwrap and
-  the namespace's init: the kernel then kills every process of the run however it forked, and `run` returns only
-  once they are all gone. `--die-with-parent` kills them too if this Python process dies. A killed run's `cpu_s`
-  is lost (only bwrap's own is counted).
+  an environment of only PATH, HOME, LANG, PYTHONDONTWRITEBYTECODE and PWD;
+- hard rlimits: CPU, address space, processes, file size, open files, no core files;
+- a wall-clock deadline and per-stream output caps; `run` returns only once every process of the run is gone.
 
-A run costs about 5.5 ms of CPU more than the bare program (measured on the 2-core reference VM, where spawning any
-process costs ~0.7 ms): ~2.3 ms for the least any bwrap does (its exec, a user and a mount namespace, pivot_root),
-~1.7 ms for the other namespaces (network ~0.6 ms) and mounts, ~1 ms for the sh init, ~0.5 ms for the drop to 65534.
+Two ways to get there, with the same isolation:
+
+**Reused sandboxes, as root (the default then).** A sandbox serves up to `MAX_RUNS` runs, one at a time, through its
+agent (`sandboxes/agent.py`, as in the Docker backend): pid 1 of the sandbox, uid 0 in its user namespace with only
+SETUID, SETGID, SETPCAP, KILL, DAC_OVERRIDE, FOWNER and CHOWN there. It forks each program as 65534 with every
+capability gone, and after each run kills every other process in the sandbox, checks that none is left, and empties
+/tmp; a reset that is not clean ends the sandbox. bwrap runs as uid 65533 on the host (through coreutils' `chroot
+--userspec`) and waits (`--userns-block-fd`) while we map two ids into its user namespace, 0 to 65533 and 65534 to
+65534 (the kernel lets only root map more than one), and, through `nsenter`, set its IPC limits to 0 (no SysV or
+POSIX IPC object can outlive a run) and its `user.max_user_namespaces` to 0. The program and the agent have
+different uids, so the program cannot signal, ptrace or prlimit the agent. A run costs ~1.4 ms of CPU more than the
+bare program on the 2-core reference VM (0.89x its rate), most of it the agent's fork: `bench/sandbox_exec.py`.
+Shared between runs of one sandbox (what the reset does not undo): its namespaces (loopback only, IPC off, nothing
+left in them), the tmpfs's inode numbers and timestamps, and the agent process. Idle agents (at most `pool_size`)
+wait for their next job; `close()` ends them. If this process dies, each agent ends its run at the deadline, then
+exits at the end of its stdin, and its namespaces go with it.
+
+**A fresh sandbox per run (without root, or `reuse=False`).** One run is `bwrap` (as uid 65534 when we are root:
+root's processes escape RLIMIT_NPROC) with `--disable-userns` and, as the pid namespace's init (`--as-pid-1`), a
+/bin/sh wrapper that sets the rlimits and runs the program as its child. As pid 1 the wrapper ignores signals sent
+from inside, so the program cannot kill it; its exit, after it reaped the program, gives bwrap (and so us) the CPU
+time used. Deadline and caps are enforced here, by SIGKILLing bwrap and the namespace's init: the kernel then kills
+every process of the run however it forked. `--die-with-parent` kills them too if this Python process dies. A
+killed run's `cpu_s` is lost (only bwrap's own is counted). The wrapper writes `READY` to stderr before the program
+starts (stripped from `stderr`): without it the sandbox failed to start and `run` raises SandboxError, so no program
+can fake an infrastructure failure. A run costs ~5.5 ms of CPU more than the bare program (0.68x its rate): ~2.3 ms
+for the least any bwrap does (its exec, a user and a mount namespace, pivot_root), ~1.7 ms for the other namespaces
+(network ~0.6 ms) and mounts, ~1 ms for the sh init, ~0.5 ms for the drop to 65534.
 
 Why a run stopped (`RunResult.stopped`):
-- "timeout": our wall-clock kill, or SIGXCPU / SIGKILL after using its CPU seconds (RLIMIT_CPU);
+- "timeout": the wall-clock kill, or SIGXCPU / SIGKILL after using its CPU seconds (RLIMIT_CPU);
 - "output": our kill after stdout or stderr passed `output_bytes`;
 - "memory": a non-zero exit whose stderr ends in Python's `MemoryError` (RLIMIT_AS makes allocation fail). A native
   crash from a failed allocation reads as "signal", and a program can print "MemoryError" itself;
-- "signal": killed by a signal. bwrap reports a signal N as exit status 128 + N, as shells do, so a program that
-  exits with such a status reads as killed by N. Neither confusion can turn a failure into `ok`;
+- "signal": killed by a signal. A fresh bwrap reports a signal N as exit status 128 + N, as shells do, so there a
+  program that exits with such a status reads as killed by N. Neither confusion can turn a failure into `ok`;
 - "exit": exited on its own.
-The trusted wrapper writes `READY` to stderr before the program starts (stripped from `stderr`): without it the
-sandbox failed to start and `run` raises SandboxError, so no program can fake an infrastructure failure.
 
 What this does NOT protect against:
-- kernel bugs: the program makes syscalls to the host kernel (no seccomp filter), namespaces are not a VM;
+- kernel bugs: the program makes syscalls to the host kernel (no seccomp filter), namespaces are not a VM; a kernel
+  bug that gives a program the agent's powers in a reused sandbox also gives it that sandbox's next runs;
 - side channels (timing, cache, Spectre-class) and reading the host's kernel-wide information that /proc shows
   (uptime, load, CPU and memory totals, kernel version);
 - the host's CPU: a run uses up to all cores until its wall deadline (no cgroup: no CPU share, no priority);
 - memory in total: limits are per process, so a run can hold up to `processes * memory_bytes` of address space,
   plus kernel memory no rlimit counts (pipe buffers, sockets, memfds up to `file_bytes` each);
 - exhaustion of kernel-wide tables (pids, inodes, file handles) by many runs at once;
-- anything readable under /usr: it is the host's, read-only, and visible to the program.
+- anything readable under /usr: it is the host's, read-only, and visible to the program (so is the agent's source).
 """
 
 import contextlib
+import json
 import math
 import os
+import secrets
 import select
 import selectors
 import shutil
 import signal
 import subprocess
+import threading
 import time
+import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from sandboxes import Limits, RunResult, Sandbox, SandboxError, Stop, finished
+from sandboxes.agent_client import (
+    AGENT_CAPS, ATTEMPTS, ENV, GRACE_S, NO_IPC, SCRATCH, TTL_S, Streams, agent_command, job, rlimits,
+)
 
-SCRATCH = "/tmp"
 NOBODY = 65534
+AGENT_UID = 65533  # the agent's uid and gid on the host (no account has them): it owns the user namespace
+ID_MAP = f"0 {AGENT_UID} 1\n{NOBODY} {NOBODY} 1\n"  # inside -> host: the agent is 0, the program 65534
+MAX_RUNS = 1000  # an agent serves at most this many runs, then its sandbox is torn down
 DEVICES = ("null", "zero", "random", "urandom")
+# bwrap makes the parents of what it mounts with mode 0700, owned by its uid: the agent's, not the program's
+OPEN_DIRS = [arg for path in ("/dev", "/etc") for arg in ("--perms", "0755", "--dir", path)]
 READY = b"sandbox: ready\n"
-ENV = {"PATH": "/usr/bin:/bin", "HOME": SCRATCH, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 INSTALL = "install bubblewrap (apt-get install bubblewrap, or dnf install bubblewrap)"
 # Each of the sandbox's mounts costs bwrap a bind, a remount and a parse of /proc/self/mountinfo: a /dev of our own
 # with only the common devices is cheaper than `--dev` (which adds a tmpfs, tty, full and a devpts instance).
@@ -127,35 +156,223 @@ def kill_sandbox(pid: int) -> None:
         os.close(pidfd)
 
 
-class BwrapSandbox(Sandbox):
-    """Runs programs under bubblewrap; raises SandboxError at construction when bwrap is missing or cannot work."""
+def ipc_off_script() -> str:
+    """sh commands that turn off SysV and POSIX IPC in the current IPC namespace, and further user namespaces in the
+    current user namespace (a run cannot make one to rearrange its mounts)."""
+    settings = {**NO_IPC, "user.max_user_namespaces": "0"}
+    return "; ".join(f"echo '{value}' > /proc/sys/{key.replace('.', '/')}" for key, value in settings.items())
 
-    def __init__(self, *, bwrap: str | None = None) -> None:
+
+@dataclass
+class Agent:
+    """A reused sandbox: bwrap, whose child is the agent, with the pipes it takes jobs on and reports on."""
+
+    proc: subprocess.Popen
+    scratch_bytes: int
+    last: float  # when it started, or finished its last run
+    runs: int = 0
+
+    def kill(self) -> None:
+        """End the sandbox (unless it is reaped already); returns once every process in it is gone."""
+        if self.proc.returncode is None:
+            kill_sandbox(self.proc.pid)
+            self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            pipe.close()
+
+
+def end_agents(idle: list[Agent], lock: threading.Lock) -> None:
+    """End the idle agents of a pool."""
+    with lock:
+        ending = idle[:]
+        idle.clear()
+    for agent in ending:
+        agent.kill()
+
+
+class BwrapSandbox(Sandbox):
+    """Runs programs under bubblewrap; raises SandboxError at construction when bwrap is missing or cannot work.
+    `reuse` (default: when we are root) runs them through agents in reused sandboxes, at most `pool_size` kept idle
+    (default: one per CPU); `close()` ends the idle ones (later runs start new ones)."""
+
+    def __init__(self, *, bwrap: str | None = None, reuse: bool | None = None, pool_size: int | None = None) -> None:
         found = shutil.which(bwrap or "bwrap")
         if found is None:
             raise SandboxError(f"bubblewrap (bwrap) is not on PATH: {INSTALL}")
         self.bwrap = found
         self.binds = system_binds()
-        # As root, drop to 65534 on the host too: RLIMIT_NPROC does not count root's processes. An exec'd helper
-        # rather than Popen(user=...), which forks instead of vforking: forking a trainer holding GBs costs tens of ms
-        # per run. `chroot /` (a no-op) with numeric "+ids" and empty --groups: it links only libc and looks up no
-        # names, so it starts in half the time setpriv does (which loads NSS modules to read /etc/passwd).
+        root = os.geteuid() == 0
+        self.reuse = root if reuse is None else reuse
+        if self.reuse and not root:
+            raise SandboxError("reused bwrap sandboxes need root, to map the agent's and the program's uids")
+        # Drop to an unprivileged uid on the host before bwrap. A fresh sandbox: to 65534, since RLIMIT_NPROC does not
+        # count root's processes. A reused one: to the agent's uid, so that it owns the user namespace. An exec'd
+        # helper rather than Popen(user=...), which forks instead of vforking: forking a trainer holding GBs costs tens
+        # of ms. `chroot /` (a no-op) with numeric "+ids" and empty --groups: it links only libc and looks up no names,
+        # so it starts in half the time setpriv does (which loads NSS modules to read /etc/passwd).
         self.drop: list[str] = []
-        if os.geteuid() == 0:
+        if root:
             chroot = shutil.which("chroot") or shutil.which("chroot", path="/usr/sbin:/sbin")
             if chroot is None:
                 raise SandboxError("running as root needs chroot to drop privileges: apt-get install coreutils")
-            self.drop = [chroot, f"--userspec=+{NOBODY}:+{NOBODY}", "--groups=", "--skip-chdir", "/"]
+            uid = AGENT_UID if self.reuse else NOBODY
+            self.drop = [chroot, f"--userspec=+{uid}:+{uid}", "--groups=", "--skip-chdir", "/"]
+        self.nsenter = shutil.which("nsenter") or "/usr/bin/nsenter"
+        self.pool_size = pool_size or os.cpu_count() or 2
+        self.idle: list[Agent] = []
+        self.lock = threading.Lock()
+        weakref.finalize(self, end_agents, self.idle, self.lock)  # a sandbox dropped without close() ends its agents
         try:
             probe = self.run(["true"], limits=Limits(wall_s=30))
         except SandboxError as error:
             raise SandboxError(
-                f"{error}\nbwrap needs unprivileged user namespaces (sysctl user.max_user_namespaces > 0, "
-                "kernel.unprivileged_userns_clone=1, no AppArmor userns restriction) and the `--disable-userns` "
-                "option (bubblewrap >= 0.8)"
+                f"{error}\nbwrap needs user namespaces (sysctl user.max_user_namespaces > 0; without root also "
+                "kernel.unprivileged_userns_clone=1 and no AppArmor userns restriction) and bubblewrap >= 0.8"
             ) from None
         if not probe.ok:
             raise SandboxError(f"bwrap started but `true` failed in it: {probe}")
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        files: Mapping[str, str | bytes] | None = None,
+        stdin: bytes = b"",
+        limits: Limits = Limits(),
+    ) -> RunResult:
+        return (self.run_reused if self.reuse else self.run_fresh)(argv, files or {}, stdin, limits)
+
+    def close(self) -> None:
+        end_agents(self.idle, self.lock)
+
+    # --- reused sandboxes (as root) -----------------------------------------------------------------------------------
+
+    def start_agent(self, scratch_bytes: int) -> Agent:
+        """A new sandbox with its agent; bwrap waits (--userns-block-fd) while we map its uids and turn IPC off."""
+        block_read, block_write = os.pipe()
+        info_read, info_write = os.pipe()
+        caps = [arg for cap in [*AGENT_CAPS, "CHOWN"] for arg in ("--cap-add", f"CAP_{cap}")]
+        cmd = [*self.drop, self.bwrap, "--unshare-all", "--unshare-user", "--userns-block-fd", str(block_read),
+               "--info-fd", str(info_write), "--as-pid-1", "--new-session", "--clearenv", "--setenv", "PATH",
+               ENV["PATH"], "--uid", "0", "--gid", "0", *caps, *OPEN_DIRS, *self.binds, "--proc", "/proc", *DEV,
+               "--size", str(scratch_bytes), "--tmpfs", SCRATCH, "--remount-ro", "/", "--chdir", "/", "--",
+               *agent_command()]
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    pass_fds=[block_read, info_write], env={}, start_new_session=True)
+        finally:
+            os.close(block_read)
+            os.close(info_write)
+        agent = Agent(proc, scratch_bytes, time.monotonic())
+        try:
+            with os.fdopen(info_read, "rb") as info:  # bwrap writes it, then closes it
+                pid = json.loads(info.read() or b'{"child-pid": null}')["child-pid"]
+            if pid is None:
+                raise OSError("bwrap exited before it made the namespaces")
+            for name in ("uid_map", "gid_map"):
+                with open(f"/proc/{pid}/{name}", "w") as f:
+                    f.write(ID_MAP)
+            subprocess.run([self.nsenter, f"--target={pid}", "--user", "--ipc", "--", "/bin/sh", "-ec",
+                            ipc_off_script()], env={}, capture_output=True, check=True, timeout=30)
+            os.write(block_write, b"1")
+        except (OSError, ValueError, KeyError, subprocess.SubprocessError) as error:
+            kill_sandbox(proc.pid)
+            proc.wait()
+            said = getattr(error, "stderr", None) or proc.stderr.read()
+            agent.kill()
+            raise SandboxError(f"bwrap could not start a sandbox: {error}: {said.decode(errors='replace')[-300:]}"
+                               ) from None
+        finally:
+            os.close(block_write)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            os.set_blocking(pipe.fileno(), False)
+        return agent
+
+    def take(self, scratch_bytes: int) -> Agent:
+        """An idle agent with this scratch size (the most recently used: its pages are warm), or a new one."""
+        with self.lock:
+            fit = [agent for agent in self.idle if agent.scratch_bytes == scratch_bytes]
+            taken = fit[-1] if fit else None
+            if taken is not None:
+                self.idle.remove(taken)
+        if taken is not None and time.monotonic() - taken.last > TTL_S - 60:
+            taken.kill()  # its agent is about to give up waiting
+            taken = None
+        return taken or self.start_agent(scratch_bytes)
+
+    def give_back(self, agent: Agent) -> None:
+        agent.runs += 1
+        agent.last = time.monotonic()
+        with self.lock:
+            keep = agent.runs < MAX_RUNS and len(self.idle) < self.pool_size
+            if keep:
+                self.idle.append(agent)
+        if not keep:
+            agent.kill()
+
+    def run_reused(self, argv: list[str], files: Mapping[str, str | bytes], stdin: bytes, limits: Limits
+                   ) -> RunResult:
+        program_limits = rlimits(limits, processes=True)
+        job(argv, files, stdin, program_limits, "0" * 32, 0.0)  # ValueError before an agent is taken
+        for _ in range(ATTEMPTS):
+            start = time.monotonic()
+            agent = self.take(limits.scratch_bytes)
+            nonce = secrets.token_hex(16)
+            streams = Streams(nonce, limits)
+            status = None
+            try:
+                self.exchange(agent, job(argv, files, stdin, program_limits, nonce, limits.wall_s), streams,
+                              start + limits.wall_s + GRACE_S)
+            finally:
+                if streams.clean():
+                    self.give_back(agent)
+                else:
+                    agent.kill()
+                    status = agent.proc.returncode
+            if streams.ended or streams.killed or streams.out or streams.err:
+                return streams.result(status, False, limits, wall_s=time.monotonic() - start,
+                                      gone="the bwrap sandbox's agent died during the run")
+        raise SandboxError(f"bwrap sandboxes ended before running the program, {ATTEMPTS} times in a row")
+
+    @staticmethod
+    def exchange(agent: Agent, payload: bytes, streams: Streams, deadline: float) -> None:
+        """Send the job, read the agent's stdout and stderr into `streams` until its end of the run, a cap (or bytes
+        after the end) or the deadline (`streams.killed`), or the end of both (the agent is gone)."""
+        streams_of = {agent.proc.stdout.fileno(): 1, agent.proc.stderr.fileno(): 2}
+        reading = set(streams_of)
+        stdin = agent.proc.stdin.fileno()
+        sent = 0
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdin, selectors.EVENT_WRITE)
+            for fd in reading:
+                selector.register(fd, selectors.EVENT_READ)
+            while streams.killed is None and not streams.ended and reading:
+                left = deadline - time.monotonic()
+                events = selector.select(left) if left > 0 else []
+                if not events:
+                    streams.killed = "timeout"
+                for key, _ in events:
+                    if key.fd == stdin:
+                        try:
+                            sent += os.write(stdin, payload[sent:sent + (1 << 20)])
+                        except BlockingIOError:
+                            pass
+                        except BrokenPipeError:  # the agent is gone
+                            sent = len(payload)
+                        if sent >= len(payload):
+                            selector.unregister(stdin)
+                        continue
+                    try:
+                        chunk = os.read(key.fd, 1 << 16)
+                    except BlockingIOError:
+                        continue
+                    if chunk:
+                        streams.feed(streams_of[key.fd], chunk)
+                    else:
+                        selector.unregister(key.fd)
+                        reading.discard(key.fd)
+
+    # --- a fresh sandbox per run ---------------------------------------------------------------------------------------
 
     def command(self, argv: list[str], files: dict[str, int], limits: Limits) -> list[str]:
         """The bwrap command line; `files` maps a scratch-relative path to the fd holding its content."""
@@ -172,18 +389,11 @@ class BwrapSandbox(Sandbox):
             cmd += ["--setenv", key, value]
         return [*cmd, "--", "/bin/sh", "-c", limits_script(limits), "sh", *argv]
 
-    def run(
-        self,
-        argv: list[str],
-        *,
-        files: Mapping[str, str | bytes] | None = None,
-        stdin: bytes = b"",
-        limits: Limits = Limits(),
-    ) -> RunResult:
+    def run_fresh(self, argv: list[str], files: Mapping[str, str | bytes], stdin: bytes, limits: Limits) -> RunResult:
         fds: dict[str, int] = {}
         stdin_fd = None
         try:
-            for name, content in (files or {}).items():
+            for name, content in files.items():
                 if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
                     raise ValueError(f"file names must be relative and stay in the scratch dir: {name!r}")
                 fds[name] = memfd(content.encode() if isinstance(content, str) else content)
@@ -197,9 +407,9 @@ class BwrapSandbox(Sandbox):
             for fd in [*fds.values(), stdin_fd]:
                 if isinstance(fd, int) and fd >= 0:
                     os.close(fd)
-        return self.wait(proc, limits, start)
+        return self.wait_fresh(proc, limits, start)
 
-    def wait(self, proc: subprocess.Popen, limits: Limits, start: float) -> RunResult:
+    def wait_fresh(self, proc: subprocess.Popen, limits: Limits, start: float) -> RunResult:
         """Read both streams until the run ends, a cap is passed or the deadline comes; then kill and reap."""
         out, err = bytearray(), bytearray()
         buffers = {
@@ -235,11 +445,11 @@ class BwrapSandbox(Sandbox):
             for closable in (proc.stdout, proc.stderr):
                 closable.close()
             os.close(pidfd)
-        return self.result(proc.returncode, bytes(out), bytes(err), killed, limits,
+        return self.result_fresh(proc.returncode, bytes(out), bytes(err), killed, limits,
                            wall_s=time.monotonic() - start, cpu_s=usage.ru_utime + usage.ru_stime)
 
     @staticmethod
-    def result(code: int, out: bytes, err: bytes, killed: Stop | None, limits: Limits, *, wall_s: float,
+    def result_fresh(code: int, out: bytes, err: bytes, killed: Stop | None, limits: Limits, *, wall_s: float,
                cpu_s: float) -> RunResult:
         ready = err.startswith(READY)
         err = err[len(READY):] if ready else err[: limits.output_bytes]

@@ -1,10 +1,11 @@
 """Both sandbox backends against every hostile program of ../shared/HOSTILE.md (numbered as there), plus the interface.
 
-Each test runs the real backend (`bwrap`, and Docker with the image of `make sandbox-image`), and skips, saying why,
-where one is unusable. After every test no process started by the test is alive, no fd (memfd, pipe, pidfd, socket)
-is left open, no temp file was made, and no container of ours exists beyond the pool's warm ones (the autouse
-`no_leftovers` fixture); after a backend's last test, `close()` leaves no container at all. The 1000-run soak tests
-are marked slow.
+Each test runs the real backend, and skips, saying why, where one is unusable: `bwrap` as `get_sandbox` makes it
+(as root: reused sandboxes with an agent), `bwrap-fresh` (a new bwrap per run, the default when not root), and Docker
+with the image of `make sandbox-image`. After every test no process started by the test is alive, no fd (memfd,
+pipe, pidfd, socket) is left open, no temp file was made, and no container of ours exists beyond the pool's warm ones
+(the autouse `no_leftovers` fixture, which first closes bwrap's pool of idle agents); after a backend's last test,
+`close()` leaves no container at all. The 1000-run soak tests are marked slow.
 """
 
 import gc
@@ -34,9 +35,12 @@ def our_containers(sandbox: DockerSandbox) -> list[dict]:
 
 
 def settle(sandbox: Sandbox | None) -> None:
-    """Wait for Docker's pool to be full again, then drop the SDK's idle keep-alive connections (they are sockets),
-    and collect cyclic garbage (a failed connection's socket lives in its exception's traceback until then)."""
+    """End bwrap's idle agents; wait for Docker's pool to be full again, then drop the SDK's idle keep-alive
+    connections (they are sockets), and collect cyclic garbage (a failed connection's socket lives in its exception's
+    traceback until then)."""
     gc.collect()
+    if isinstance(sandbox, BwrapSandbox):
+        sandbox.close()
     if isinstance(sandbox, DockerSandbox):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -47,10 +51,10 @@ def settle(sandbox: Sandbox | None) -> None:
         sandbox.client.api.close()
 
 
-@pytest.fixture(scope="module", params=["bwrap", "docker"])
+@pytest.fixture(scope="module", params=["bwrap", "bwrap-fresh", "docker"])
 def sandbox(request):
     try:
-        box = get_sandbox(request.param)
+        box = BwrapSandbox(reuse=False) if request.param == "bwrap-fresh" else get_sandbox(request.param)
     except SandboxError as error:
         pytest.skip(f"{request.param} is not usable here: {error}")
     yield box
@@ -107,6 +111,12 @@ def test_a_plain_program_gets_its_files_stdin_and_an_exact_result(sandbox):
     assert py(sandbox, "pass").ok
 
 
+def test_the_common_devices_work(sandbox):
+    code = "open('/dev/null', 'w').write('x')\n" \
+        "print(len(open('/dev/urandom', 'rb').read(4)), open('/dev/zero', 'rb').read(2))"
+    assert py(sandbox, code).stdout == "4 b'\\x00\\x00'\n"
+
+
 def test_cpu_time_counts_the_program_and_wall_time_the_run(sandbox):
     result = py(sandbox, "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass")
     assert result.ok and 0.3 <= result.cpu_s < 2 and result.wall_s >= result.cpu_s * 0.9
@@ -156,20 +166,21 @@ def test_file_names_must_stay_in_the_scratch_dir(sandbox):
 
 def test_auto_picks_bwrap_when_it_works_else_docker(sandbox, monkeypatch):
     if isinstance(sandbox, BwrapSandbox):
-        assert isinstance(get_sandbox("auto"), BwrapSandbox)
+        with get_sandbox("auto") as auto:
+            assert isinstance(auto, BwrapSandbox)
     else:
         monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap
         with get_sandbox("auto") as auto:
             assert isinstance(auto, DockerSandbox) and auto.run(["true"]).ok
 
 
-def test_docker_reuses_a_container_but_a_run_cannot_see_or_affect_the_next(sandbox):
-    if not isinstance(sandbox, DockerSandbox):
-        pytest.skip("Docker only")
-    container = "open('/proc/1/cpuset').read().strip().rsplit('/', 1)[-1]"  # cgroup v1: /docker/<container id>
+def test_a_reused_sandbox_is_reset_so_a_run_cannot_see_or_affect_the_next(sandbox):
+    if not isinstance(sandbox, DockerSandbox) and not sandbox.reuse:
+        pytest.skip("a fresh bwrap per run: nothing is reused")
+    same_sandbox = "os.readlink('/proc/self/ns/net')"  # its network namespace
     dirty = f"""
         import ctypes, os, resource, subprocess
-        print({container})
+        print({same_sandbox})
         os.makedirs("d/e"); open("d/e/f", "w").write("x"); os.chmod("d", 0); open("/tmp/.hidden", "w").write("x")
         resource.setrlimit(resource.RLIMIT_NOFILE, (8, 8))
         try:
@@ -186,18 +197,43 @@ def test_docker_reuses_a_container_but_a_run_cannot_see_or_affect_the_next(sandb
     assert first.ok and first.stdout.splitlines()[1:] == ["-1 -1 -1"], first
     clean = f"""
         import os, resource
-        print({container})
+        print({same_sandbox})
         print(sorted(os.listdir("/tmp")), sorted(p for p in os.listdir("/proc") if p.isdigit() and p != str(os.getpid())))
         print(resource.getrlimit(resource.RLIMIT_NOFILE))
         print(*(line for line in open("/proc/self/status") if line.startswith(("Cap", "NoNewPrivs"))), sep="", end="")
     """
     second = py(sandbox, clean, limits=Limits(open_files=64))
     lines = second.stdout.splitlines()
-    assert lines[0] == first.stdout.splitlines()[0] and len(lines[0]) == 64  # the same container
+    assert lines[0] == first.stdout.splitlines()[0]  # the same sandbox
     assert lines[1:3] == ["[] ['1']", "(64, 64)"], second  # no file, no process but the agent, its own rlimits
     assert lines[3:] == [f"{cap}:\t0000000000000000" for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")] + [
         "NoNewPrivs:\t1"]
-    assert lines[0] in {c["Id"] for c in our_containers(sandbox)}
+
+
+def test_reused_bwrap_needs_root(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(SandboxError, match="reused bwrap sandboxes need root"):
+        BwrapSandbox(reuse=True)
+
+
+def test_an_idle_agent_that_died_is_replaced_but_one_killed_in_a_run_raises(sandbox):
+    if not isinstance(sandbox, BwrapSandbox) or not sandbox.reuse:
+        pytest.skip("reused bwrap sandboxes only")
+    assert py(sandbox, "pass").ok
+    [idle] = sandbox.idle
+    psutil.Process(idle.proc.pid).children()[0].kill()  # the agent, between runs
+    assert py(sandbox, "print('fine')").stdout == "fine\n" and idle.proc.returncode is not None
+
+    def kill_the_agent():
+        time.sleep(0.5)
+        [bwrap] = [p for p in psutil.Process().children() if p.name() == "bwrap"]
+        bwrap.children()[0].kill()
+
+    killer = threading.Thread(target=kill_the_agent)
+    killer.start()
+    with pytest.raises(SandboxError, match="the bwrap sandbox's agent died during the run"):
+        py(sandbox, "print('started', flush=True); import time; time.sleep(5)")
+    killer.join()
 
 
 # --- 1. fork bomb --------------------------------------------------------------------------------------------------
@@ -300,6 +336,15 @@ def test_5_only_the_scratch_dir_is_writable(sandbox, tmp_path):
     # inside, /tmp is the scratch dir: the only writes that succeed are there
     assert result.ok and result.stdout == f"wrote /tmp/{token}\nwrote {token}.txt\n"
     assert sentinel.read_text() == "intact" and not any(os.path.exists(p) for p in outside)
+
+
+def test_5_no_user_namespace_to_remount_anything_in(sandbox):
+    code = """
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        print(libc.unshare(0x10000000), libc.unshare(0x00020000))  # CLONE_NEWUSER, CLONE_NEWNS
+    """
+    assert py(sandbox, code).stdout == "-1 -1\n"
 
 
 def test_5_filling_the_scratch_dir_stops_at_its_size(sandbox):

@@ -1,0 +1,221 @@
+"""The trusted agent of a reused sandbox (a Docker container, or a bubblewrap sandbox when we are root): pid 1 of
+its pid namespace, with only the capabilities its work needs. It runs jobs from its stdin one at a time, each as a
+fresh unprivileged program, and resets the sandbox after each. Not imported: `sandboxes.agent_client` sends its
+source to the sandbox's own python3 (`python3 -I -S -c SOURCE TTL_S`); stdlib only.
+
+Protocol on stdin, once per run: 8 bytes of header length, the JSON header {argv, env, files: [[name, size]],
+stdin: size, rlimits: [[resource, soft, hard]], wall_s, nonce}, the files' bytes in order, then the program's stdin
+(size bytes). The program inherits the agent's stdout and stderr. After the run, once every process of it is gone,
+the agent writes END(nonce) to stdout and the trailer (nonce, exit status, CPU time of every process of the run, the
+memory cgroup's OOM kills during it, timeout, whether the reset was clean) to stderr; then it waits for the next job,
+or exits: on EOF, after TTL_S without a job, or when the reset was not clean.
+
+At start it empties its capability bounding and inheritable sets, which its children inherit, and makes the scratch
+dir belong to 65534 (mode 0700). For each job it forks the program: oom_score_adj 1000 (the OOM killer takes it, not
+the agent), its own session, no supplementary groups, uid:gid 65534:65534 (every capability is gone, and with
+no_new_privs and an empty bounding set none can come back), the files written into the scratch dir (its cwd),
+`stdin` from a memfd, the job's hard rlimits and environment. The agent waits for it, reaping every orphan, until it
+exits or the wall deadline; then the reset: SIGKILL to every process but itself (kill -1, repeated, reaping, until
+none is left: uid 65534 cannot signal the agent), a check that /proc lists only itself, and the scratch dir emptied
+(its mode, owner and xattrs too) and checked empty with all its blocks free.
+
+The child does little Python between fork and exec: each object it touches copies a page of the agent's memory.
+"""
+
+import ctypes
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import sys
+import time
+
+NOBODY, SCRATCH = 65534, "/tmp"
+OOM_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
+PR_CAPBSET_DROP = 24
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class Deadline(Exception):
+    pass
+
+
+def on_alarm(*_):
+    raise Deadline
+
+
+def read_exactly(n):
+    chunks = []
+    while n:
+        chunk = os.read(0, min(n, 1 << 20))
+        if not chunk:
+            os._exit(0)  # our end closed the channel
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def oom_kills():
+    for path in OOM_FILES:
+        try:
+            with open(path) as f:
+                return int(dict(line.split() for line in f).get("oom_kill", 0))
+        except (OSError, ValueError):
+            pass
+    return 0
+
+
+class CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_inheritable_capabilities():
+    """Empty the bounding and inheritable sets: no execve of ours or our children's can ever grant a capability
+    again (the agent keeps the ones it holds)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for cap in range(last + 1):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0):
+            raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
+    header, data = CapHeader(_LINUX_CAPABILITY_VERSION_3, 0), (CapData * 2)()
+    if libc.capget(ctypes.byref(header), data):
+        raise OSError(ctypes.get_errno(), "capget")
+    for half in data:
+        half.inheritable = 0
+    if libc.capset(ctypes.byref(header), data):
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+def executable(name, path):
+    """The file execvpe would run for `name`, found here (before the fork) rather than in the child."""
+    if "/" in name:
+        return name
+    for directory in path.split(":"):
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return name  # execve fails with ENOENT, reported like any failure to start
+
+
+def program(path, argv, env, files, stdin, rlimits):
+    """In the forked child: no way back to the agent's powers, then the program."""
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")  # raising it needs no privilege
+    os.setsid()  # its own process group: killpg(0) reaches only the run
+    os.setgroups([])
+    os.setresgid(NOBODY, NOBODY, NOBODY)
+    os.setresuid(NOBODY, NOBODY, NOBODY)  # every uid non-zero: the permitted and effective capabilities are gone
+    os.chdir(SCRATCH)
+    for name, data in files:
+        if os.path.dirname(name):
+            os.makedirs(os.path.dirname(name), exist_ok=True)
+        with open(name, "wb") as f:
+            f.write(data)
+    os.dup2(stdin, 0)
+    os.close(stdin)
+    for limit, soft, hard in rlimits:
+        resource.setrlimit(limit, (soft, hard))
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # ignored by Python; the handled SIGALRM resets on exec
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    os.execve(path, argv, env)
+
+
+def reset():
+    """Kill and reap every other process of the sandbox, empty the scratch dir; True when all of it worked."""
+    give_up = time.monotonic() + 5
+    while True:
+        try:
+            os.kill(-1, signal.SIGKILL)  # every process but pid 1, this agent
+        except ProcessLookupError:
+            break  # none left, zombies included: every one was reaped
+        reaped = False
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                reaped = True
+        except ChildProcessError:
+            pass
+        if time.monotonic() > give_up:
+            return False
+        if not reaped:
+            time.sleep(0.001)
+    if [p for p in os.listdir("/proc") if p.isdigit()] != ["1"]:
+        return False
+    try:
+        os.chmod(SCRATCH, 0o700)
+        for entry in os.listdir(SCRATCH):
+            path = os.path.join(SCRATCH, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        for attr in os.listxattr(SCRATCH):
+            os.removexattr(SCRATCH, attr)
+        st, fs = os.lstat(SCRATCH), os.statvfs(SCRATCH)
+        return (os.listdir(SCRATCH) == [] and (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (NOBODY, NOBODY, 0o700)
+                and fs.f_bfree == fs.f_blocks)
+    except OSError:
+        return False
+
+
+def serve(job):
+    """Run one job and reset; write END and the trailer; exit when the reset was not clean."""
+    files = [(name, read_exactly(size)) for name, size in job["files"]]
+    stdin = os.memfd_create("stdin")
+    data = read_exactly(job["stdin"])
+    while data:
+        data = data[os.write(stdin, data):]
+    os.lseek(stdin, 0, os.SEEK_SET)
+    argv, env = job["argv"], job["env"]
+    path = executable(argv[0], env.get("PATH", ""))
+    rlimits = [(getattr(resource, name), soft, hard) for name, soft, hard in job["rlimits"]]
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu, oom, timeout, status = usage.ru_utime + usage.ru_stime, oom_kills(), 0, None
+    signal.setitimer(signal.ITIMER_REAL, max(job["wall_s"], 0.001))
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                program(path, argv, env, files, stdin, rlimits)
+            except BaseException as error:
+                os.write(2, ("sandbox: cannot run %r: %s\n" % (argv[0], error)).encode())
+            os._exit(127)
+        while status is None:
+            got, waited = os.waitpid(-1, 0)
+            if got == pid:
+                status = waited
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    except Deadline:
+        timeout = int(status is None)
+    os.close(stdin)
+    clean = reset()
+    code = os.waitstatus_to_exitcode(status) if status is not None else -signal.SIGKILL
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    os.write(1, b"\0sandbox: end %s\n" % job["nonce"].encode())
+    os.write(2, b"\0sandbox: end %s status=%d cpu=%.6f oom=%d timeout=%d clean=%d\n" % (
+        job["nonce"].encode(), code if code >= 0 else 128 - code, usage.ru_utime + usage.ru_stime - cpu,
+        oom_kills() - oom, timeout, clean))
+    if not clean:
+        os._exit(1)
+
+
+def main():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, a signal without handler from inside is dropped
+    signal.signal(signal.SIGALRM, on_alarm)
+    drop_inheritable_capabilities()
+    if os.stat(SCRATCH).st_uid != NOBODY:
+        os.chown(SCRATCH, NOBODY, NOBODY)
+    os.chmod(SCRATCH, 0o700)
+    ttl = int(sys.argv[1])
+    while select.select([0], [], [], ttl)[0]:  # no job in TTL_S: the pool that made this sandbox is gone
+        serve(json.loads(read_exactly(int.from_bytes(read_exactly(8), "big"))))
+
+
+if __name__ == "__main__":
+    main()
