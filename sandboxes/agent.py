@@ -1,7 +1,7 @@
 """The trusted agent of a reused sandbox (a Docker container, or a bubblewrap sandbox when we are root): pid 1 of
 its pid namespace, with only the capabilities its work needs. It runs jobs from its stdin one at a time, each as a
-fresh unprivileged program, and resets the sandbox after each. Not imported: `sandboxes.agent_client` sends its
-source to the sandbox's own python3 (`python3 -I -S -c SOURCE TTL_S`); stdlib only.
+fresh unprivileged program, and resets the sandbox after each. Not imported: the sandbox's own python3 runs it
+(`python3 -I -S agent.py TTL_S`: bwrap binds this file read-only, Docker passes its source with -c); stdlib only.
 
 Protocol on stdin, once per run: 8 bytes of header length, the JSON header {argv, env, files: [[name, size]],
 stdin: size, rlimits: [[resource, soft, hard]], wall_s, nonce}, the files' bytes in order, then the program's stdin

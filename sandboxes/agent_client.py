@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from sandboxes import Limits, RunResult, SandboxError, Stop, finished
 
-AGENT = (Path(__file__).parent / "agent.py").read_text()
+AGENT_PATH = Path(__file__).parent / "agent.py"
 SCRATCH = "/tmp"
 ENV = {"PATH": "/usr/bin:/bin", "HOME": SCRATCH, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 AGENT_CAPS = ["SETUID", "SETGID", "SETPCAP", "KILL", "DAC_OVERRIDE", "FOWNER"]
@@ -26,10 +26,6 @@ GRACE_S = 5  # past the deadline, a run whose agent has not reported is killed w
 ATTEMPTS = 3  # tries to get a run through an agent before SandboxError
 # No SysV shared memory, semaphores or message queues, no POSIX message queue: nothing a run could leave behind
 NO_IPC = {"kernel.shmmni": "0", "kernel.msgmni": "0", "kernel.sem": "0 0 0 0", "fs.mqueue.queues_max": "0"}
-
-
-def agent_command(python: str = "python3") -> list[str]:
-    return [python, "-I", "-S", "-c", AGENT, str(TTL_S)]
 
 
 def rlimits(limits: Limits, *, processes: bool) -> list[tuple[str, int, int]]:

@@ -86,7 +86,7 @@ from pathlib import PurePosixPath
 
 from sandboxes import Limits, RunResult, Sandbox, SandboxError, Stop, finished
 from sandboxes.agent_client import (
-    AGENT_CAPS, ATTEMPTS, ENV, GRACE_S, NO_IPC, SCRATCH, TTL_S, Streams, agent_command, job, rlimits,
+    AGENT_CAPS, AGENT_PATH, ATTEMPTS, ENV, GRACE_S, NO_IPC, SCRATCH, TTL_S, Streams, job, rlimits,
 )
 
 NOBODY = 65534
@@ -255,8 +255,8 @@ class BwrapSandbox(Sandbox):
         cmd = [*self.drop, self.bwrap, "--unshare-all", "--unshare-user", "--userns-block-fd", str(block_read),
                "--info-fd", str(info_write), "--as-pid-1", "--new-session", "--clearenv", "--setenv", "PATH",
                ENV["PATH"], "--uid", "0", "--gid", "0", *caps, *OPEN_DIRS, *self.binds, "--proc", "/proc", *DEV,
-               "--size", str(scratch_bytes), "--tmpfs", SCRATCH, "--remount-ro", "/", "--chdir", "/", "--",
-               *agent_command()]
+               "--ro-bind", str(AGENT_PATH), "/agent.py", "--size", str(scratch_bytes), "--tmpfs", SCRATCH,
+               "--remount-ro", "/", "--chdir", "/", "--", "python3", "-I", "-S", "/agent.py", str(TTL_S)]
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     pass_fds=[block_read, info_write], env={}, start_new_session=True)

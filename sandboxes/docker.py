@@ -72,7 +72,7 @@ import requests
 
 from sandboxes import Limits, RunResult, Sandbox, SandboxError
 from sandboxes.agent_client import (
-    AGENT_CAPS, ATTEMPTS, ENV, GRACE_S, NO_IPC, SCRATCH, TTL_S, Streams, agent_command, job, rlimits,
+    AGENT_CAPS, AGENT_PATH, ATTEMPTS, ENV, GRACE_S, NO_IPC, SCRATCH, TTL_S, Streams, job, rlimits,
 )
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class DockerSandbox(Sandbox):
             cid = None
             try:
                 cid = self.client.api.create_container(
-                    self.image, agent_command("/usr/bin/python3"), user="0:0",
+                    self.image, ["/usr/bin/python3", "-I", "-S", "-c", AGENT_PATH.read_text(), str(TTL_S)], user="0:0",
                     working_dir="/", environment=ENV, hostname="sandbox", stdin_open=True,  # + StdinOnce
                     labels={LABEL: "1", f"{LABEL}.owner": self.owner}, host_config=host_config,
                 )["Id"]
