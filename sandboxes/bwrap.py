@@ -217,7 +217,9 @@ class BwrapSandbox(Sandbox):
                 raise SandboxError("running as root needs chroot to drop privileges: apt-get install coreutils")
             uid = AGENT_UID if self.reuse else NOBODY
             self.drop = [chroot, f"--userspec=+{uid}:+{uid}", "--groups=", "--skip-chdir", "/"]
-        self.nsenter = shutil.which("nsenter") or "/usr/bin/nsenter"
+        self.nsenter = shutil.which("nsenter") or shutil.which("nsenter", path="/usr/bin:/bin")
+        if self.reuse and self.nsenter is None:
+            raise SandboxError("reused bwrap sandboxes need nsenter: apt-get install util-linux")
         self.pool_size = pool_size or os.cpu_count() or 2
         self.idle: list[Agent] = []
         self.lock = threading.Lock()
@@ -320,9 +322,9 @@ class BwrapSandbox(Sandbox):
             nonce = secrets.token_hex(16)
             streams = Streams(nonce, limits)
             status = None
-            try:
-                self.exchange(agent, job(argv, files, stdin, program_limits, nonce, limits.wall_s), streams,
-                              start + limits.wall_s + GRACE_S)
+            try:  # the deadline counts the sandbox's start, as a fresh sandbox's does
+                payload = job(argv, files, stdin, program_limits, nonce, limits.wall_s - (time.monotonic() - start))
+                self.exchange(agent, payload, streams, start + limits.wall_s + GRACE_S)
             finally:
                 if streams.clean():
                     self.give_back(agent)
