@@ -209,6 +209,7 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, a signal without handler from inside is dropped
     signal.signal(signal.SIGALRM, on_alarm)
     drop_inheritable_capabilities()
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # whatever fd the sandbox was started with, no program inherits it
     if os.stat(SCRATCH).st_uid != NOBODY:
         os.chown(SCRATCH, NOBODY, NOBODY)
     os.chmod(SCRATCH, 0o700)

@@ -117,6 +117,11 @@ def test_the_common_devices_work(sandbox):
     assert py(sandbox, code).stdout == "4 b'\\x00\\x00'\n"
 
 
+def test_a_program_holds_only_its_standard_streams(sandbox):
+    code = "import os; print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))"  # 3: listdir's own
+    assert py(sandbox, code, files={"a.txt": "x"}, stdin=b"x").stdout == "[0, 1, 2, 3]\n"
+
+
 def test_cpu_time_counts_the_program_and_wall_time_the_run(sandbox):
     result = py(sandbox, "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass")
     assert result.ok and 0.3 <= result.cpu_s < 2 and result.wall_s >= result.cpu_s * 0.9
