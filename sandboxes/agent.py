@@ -10,14 +10,16 @@ the agent writes END(nonce) to stdout and the trailer (nonce, exit status, CPU t
 memory cgroup's OOM kills during it, timeout, whether the reset was clean) to stderr; then it waits for the next job,
 or exits: on EOF, after TTL_S without a job, or when the reset was not clean.
 
-At start it empties its capability bounding and inheritable sets, which its children inherit, and makes the scratch
-dir belong to 65534 (mode 0700). For each job it forks the program: oom_score_adj 1000 (the OOM killer takes it, not
-the agent), its own session, no supplementary groups, uid:gid 65534:65534 (every capability is gone, and with
-no_new_privs and an empty bounding set none can come back), the files written into the scratch dir (its cwd),
-`stdin` from a memfd, the job's hard rlimits and environment. The agent waits for it, reaping every orphan, until it
-exits or the wall deadline; then the reset: SIGKILL to every process but itself (kill -1, repeated, reaping, until
-none is left: uid 65534 cannot signal the agent), a check that /proc lists only itself, and the scratch dir emptied
-(its mode, owner and xattrs too) and checked empty with all its blocks free.
+At start it empties its capability bounding and inheritable sets, which its children inherit, installs a seccomp
+filter that fails the keyring syscalls (a uid's user keyring outlives its processes: a run could leave a key for the
+next), closes every fd but 0-2, and makes the scratch dir belong to 65534 (mode 0700). For each job it forks the
+program: oom_score_adj 1000 (the OOM killer takes it, not the agent), its own session, no supplementary groups,
+uid:gid 65534:65534 (every capability is gone, and with no_new_privs and an empty bounding set none can come back),
+the files written into the scratch dir (its cwd), `stdin` from a memfd, the job's hard rlimits and environment. The
+agent waits for it, reaping every orphan, until it exits or the wall deadline; then the reset: SIGKILL to every
+process but itself (kill -1, repeated, reaping, until none is left: uid 65534 cannot signal the agent), a check that
+/proc lists only itself, and the scratch dir emptied (its mode, owner and xattrs too) and checked empty with all its
+blocks free.
 
 The child does little Python between fork and exec: each object it touches copies a page of the agent's memory.
 """
@@ -36,6 +38,16 @@ NOBODY, SCRATCH = 65534, "/tmp"
 OOM_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
 PR_CAPBSET_DROP = 24
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+SECCOMP_RET_ALLOW, SECCOMP_RET_EPERM = 0x7FFF0000, 0x00050001
+BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
+# add_key, request_key, keyctl by audit arch: the kernel's keyrings are not namespaced enough (a uid's user keyring
+# lives as long as its user namespace), so a run could leave a key for the next one
+KEYRING_SYSCALLS = {
+    0xC000003E: (248, 249, 250, 0x40000000 | 248, 0x40000000 | 249, 0x40000000 | 250),  # x86_64, x32
+    0x40000003: (286, 287, 288),  # i386
+    0xC00000B7: (217, 218, 219),  # aarch64
+}
 
 
 class Deadline(Exception):
@@ -91,6 +103,40 @@ def drop_inheritable_capabilities():
         half.inheritable = 0
     if libc.capset(ctypes.byref(header), data):
         raise OSError(ctypes.get_errno(), "capset")
+
+
+class SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
+
+
+def keyring_filter():
+    """A seccomp BPF program: EPERM for KEYRING_SYSCALLS of the caller's arch, everything else allowed."""
+    arches = list(KEYRING_SYSCALLS)
+    blocks = [[(BPF_LD_W_ABS, 0, 0, 0)] + [(BPF_JEQ_K, 0, 0, nr) for nr in KEYRING_SYSCALLS[arch]]
+              + [(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)] for arch in arches]  # each: load nr, match, allow
+    head = [(BPF_LD_W_ABS, 0, 0, 4)] + [(BPF_JEQ_K, 0, 0, arch) for arch in arches] + [
+        (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)]  # load the arch, jump to its block, else allow
+    program = head + [insn for block in blocks for insn in block] + [(BPF_RET_K, 0, 0, SECCOMP_RET_EPERM)]
+    deny, start = len(program) - 1, len(head)
+    for i, block in enumerate(blocks):  # jumps count from the instruction after the jump
+        program[1 + i] = (BPF_JEQ_K, start - (2 + i), 0, arches[i])
+        for j in range(1, len(block) - 1):
+            program[start + j] = (BPF_JEQ_K, deny - (start + j + 1), 0, block[j][3])
+        start += len(block)
+    return program
+
+
+def block_keyrings():
+    """Install keyring_filter on the agent, so on every program it forks (no_new_privs is set: no privilege needed)."""
+    program = keyring_filter()
+    filters = (SockFilter * len(program))(*[SockFilter(*insn) for insn in program])
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(SockFprog(len(program), filters)), 0, 0):
+        raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP")
 
 
 def executable(name, path):
@@ -209,6 +255,7 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, a signal without handler from inside is dropped
     signal.signal(signal.SIGALRM, on_alarm)
     drop_inheritable_capabilities()
+    block_keyrings()
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # whatever fd the sandbox was started with, no program inherits it
     if os.stat(SCRATCH).st_uid != NOBODY:
         os.chown(SCRATCH, NOBODY, NOBODY)

@@ -56,8 +56,9 @@ Why a run stopped (`RunResult.stopped`):
 - "exit": exited on its own.
 
 What this does NOT protect against:
-- kernel bugs: the program makes syscalls to the host kernel (no seccomp filter), namespaces are not a VM; a kernel
-  bug that gives a program the agent's powers in a reused sandbox also gives it that sandbox's next runs;
+- kernel bugs: the program makes syscalls to the host kernel (the only seccomp filter, in a reused sandbox, fails
+  the keyring syscalls), namespaces are not a VM; a kernel bug that gives a program the agent's powers in a reused
+  sandbox also gives it that sandbox's next runs;
 - side channels (timing, cache, Spectre-class) and reading the host's kernel-wide information that /proc shows
   (uptime, load, CPU and memory totals, kernel version);
 - the host's CPU: a run uses up to all cores until its wall deadline (no cgroup: no CPU share, no priority);

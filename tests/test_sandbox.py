@@ -380,6 +380,26 @@ def test_5_nothing_persists_between_runs(sandbox):
     assert first.ok and second.stdout == "[] []\n"
 
 
+KEYRING = """
+    import ctypes, platform, sys
+    add_key, request_key, keyctl = {"x86_64": (248, 249, 250), "aarch64": (217, 218, 219)}[platform.machine()]
+    libc = ctypes.CDLL(None, use_errno=True)
+    if sys.argv[1] == "leave":
+        print(libc.syscall(add_key, b"user", b"left", b"for the next run", 16, -4))  # KEY_SPEC_USER_KEYRING
+    else:
+        key, value = libc.syscall(request_key, b"user", b"left", None, -4), ctypes.create_string_buffer(64)
+        print(key, key > 0 and value.raw[:libc.syscall(keyctl, 11, key, value, 64)])  # KEYCTL_READ
+"""
+
+
+def test_5_nothing_persists_in_the_kernel_keyrings(sandbox):
+    # a uid's user keyring lives as long as its user namespace: a reused sandbox's programs may not touch it
+    left = py(sandbox, KEYRING, "leave")
+    assert py(sandbox, KEYRING, "find").stdout == "-1 False\n"
+    if isinstance(sandbox, DockerSandbox) or sandbox.reuse:
+        assert left.stdout == "-1\n"
+
+
 # --- 6. secrets ------------------------------------------------------------------------------------------------------
 
 
