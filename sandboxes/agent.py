@@ -18,19 +18,23 @@ uid:gid 65534:65534 (every capability is gone, and with no_new_privs and an empt
 the files written into the scratch dir (its cwd), `stdin` from a memfd, the job's hard rlimits and environment. The
 agent waits for it, reaping every orphan, until it exits or the wall deadline; then the reset: SIGKILL to every
 process but itself (kill -1, repeated, reaping, until none is left: uid 65534 cannot signal the agent), a check that
-/proc lists only itself, and the scratch dir emptied (its mode, owner and xattrs too) and checked empty with all its
-blocks free.
+/proc lists only itself; stdout and stderr given back the status flags and pipe size they had (a program shares
+them, as open pipes); the scratch dir emptied (its mode, owner, xattrs and inode flags too) and checked empty with
+all its blocks free; and a check that the network namespace holds no socket (sockets that only fds in flight keep
+alive are freed by setting off the kernel's unix garbage collector).
 
 The child does little Python between fork and exec: each object it touches copies a page of the agent's memory.
 """
 
 import ctypes
+import fcntl
 import json
 import os
 import resource
 import select
 import shutil
 import signal
+import stat
 import sys
 import time
 
@@ -38,6 +42,8 @@ NOBODY, SCRATCH = 65534, "/tmp"
 OOM_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
 PR_CAPBSET_DROP = 24
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
+F_SETSIG, F_SETPIPE_SZ, F_GETPIPE_SZ = 10, 1031, 1032
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 SECCOMP_RET_ALLOW, SECCOMP_RET_EPERM = 0x7FFF0000, 0x00050001
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
@@ -173,8 +179,74 @@ def program(path, argv, env, files, stdin, rlimits):
     os.execve(path, argv, env)
 
 
-def reset():
-    """Kill and reap every other process of the sandbox, empty the scratch dir; True when all of it worked."""
+def stream_state(fd):
+    """What a program can change of the stdout or stderr it shares with the agent (the same open pipe): its status
+    flags (O_NONBLOCK would fail the next program's writes) and its pipe size."""
+    pipe = fcntl.fcntl(fd, F_GETPIPE_SZ) if stat.S_ISFIFO(os.fstat(fd).st_mode) else 0
+    return fcntl.fcntl(fd, fcntl.F_GETFL), pipe
+
+
+def restore_streams(states):
+    for fd, (flags, pipe) in states.items():
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+        fcntl.fcntl(fd, fcntl.F_SETOWN, 0)
+        fcntl.fcntl(fd, F_SETSIG, 0)
+        if pipe:
+            fcntl.fcntl(fd, F_SETPIPE_SZ, pipe)
+    return all(stream_state(fd) == state for fd, state in states.items())
+
+
+def sockets():
+    """(sockets, TCP sockets in TIME_WAIT) of the sandbox's network namespace."""
+    with open("/proc/net/sockstat") as f:
+        used, tcp = f.readline().split(), f.readline().split()
+    return int(used[2]), int(tcp[tcp.index("tw") + 1])
+
+
+def sockets_closed(baseline):
+    """No socket of the run is left. Sockets whose only fds are in flight in each other's queues live on until the
+    kernel's unix garbage collector runs: set it off (send an fd, close both ends) and give it 100 ms."""
+    if sockets() == baseline:
+        return True
+    import _socket
+
+    ends = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    ends[0].sendmsg([b"x"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, ends[0].fileno().to_bytes(4, sys.byteorder))])
+    for end in ends:
+        end.close()
+    for _ in range(100):
+        time.sleep(0.001)
+        if sockets() == baseline:
+            return True
+    return False
+
+
+def wipe_scratch():
+    """Empty the scratch dir and put back its owner, mode, xattrs and inode flags (new files inherit NOATIME...)."""
+    os.chmod(SCRATCH, 0o700)
+    for entry in os.listdir(SCRATCH):
+        path = os.path.join(SCRATCH, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    for attr in os.listxattr(SCRATCH):
+        os.removexattr(SCRATCH, attr)
+    fd = os.open(SCRATCH, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if int.from_bytes(fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))[:4], sys.byteorder):
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, bytes(8))
+        flags = int.from_bytes(fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))[:4], sys.byteorder)
+    finally:
+        os.close(fd)
+    st, fs = os.lstat(SCRATCH), os.statvfs(SCRATCH)
+    return (os.listdir(SCRATCH) == [] and (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (NOBODY, NOBODY, 0o700)
+            and flags == 0 and fs.f_bfree == fs.f_blocks)
+
+
+def reset(streams, baseline):
+    """Kill and reap every other process of the sandbox, put back what the run could change of what the next run gets
+    (`streams`, the scratch dir) and check that it left no socket (`baseline`); True when all of it worked."""
     give_up = time.monotonic() + 5
     while True:
         try:
@@ -194,23 +266,12 @@ def reset():
     if [p for p in os.listdir("/proc") if p.isdigit()] != ["1"]:
         return False
     try:
-        os.chmod(SCRATCH, 0o700)
-        for entry in os.listdir(SCRATCH):
-            path = os.path.join(SCRATCH, entry)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
-        for attr in os.listxattr(SCRATCH):
-            os.removexattr(SCRATCH, attr)
-        st, fs = os.lstat(SCRATCH), os.statvfs(SCRATCH)
-        return (os.listdir(SCRATCH) == [] and (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (NOBODY, NOBODY, 0o700)
-                and fs.f_bfree == fs.f_blocks)
-    except OSError:
+        return restore_streams(streams) and wipe_scratch() and sockets_closed(baseline)
+    except Exception:  # e.g. RecursionError from rmtree of a very deep tree: the sandbox is replaced
         return False
 
 
-def serve(job):
+def serve(job, streams, baseline):
     """Run one job and reset; write END and the trailer; exit when the reset was not clean."""
     files = [(name, read_exactly(size)) for name, size in job["files"]]
     stdin = os.memfd_create("stdin")
@@ -240,7 +301,7 @@ def serve(job):
     except Deadline:
         timeout = int(status is None)
     os.close(stdin)
-    clean = reset()
+    clean = reset(streams, baseline)
     code = os.waitstatus_to_exitcode(status) if status is not None else -signal.SIGKILL
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     os.write(1, b"\0sandbox: end %s\n" % job["nonce"].encode())
@@ -260,9 +321,9 @@ def main():
     if os.stat(SCRATCH).st_uid != NOBODY:
         os.chown(SCRATCH, NOBODY, NOBODY)
     os.chmod(SCRATCH, 0o700)
-    ttl = int(sys.argv[1])
+    streams, baseline, ttl = {fd: stream_state(fd) for fd in (1, 2)}, sockets(), int(sys.argv[1])
     while select.select([0], [], [], ttl)[0]:  # no job in TTL_S: the pool that made this sandbox is gone
-        serve(json.loads(read_exactly(int.from_bytes(read_exactly(8), "big"))))
+        serve(json.loads(read_exactly(int.from_bytes(read_exactly(8), "big"))), streams, baseline)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ TRAILER_MAX = 128  # bytes: the longest trailer the agent writes
 TTL_S = 1800  # a warm agent that gets no job in this time exits
 GRACE_S = 5  # past the deadline, a run whose agent has not reported is killed with its sandbox
 ATTEMPTS = 3  # tries to get a run through an agent before SandboxError
-# No SysV shared memory, semaphores or message queues, no POSIX message queue: nothing a run could leave behind
-NO_IPC = {"kernel.shmmni": "0", "kernel.msgmni": "0", "kernel.sem": "0 0 0 0", "fs.mqueue.queues_max": "0"}
+# Set in a reused sandbox's namespaces, so that a run leaves nothing there for the next: no SysV shared memory,
+# semaphores or message queues, no POSIX message queue, no TCP socket in TIME_WAIT (which would hold its port)
+SANDBOX_SYSCTLS = {"kernel.shmmni": "0", "kernel.msgmni": "0", "kernel.sem": "0 0 0 0", "fs.mqueue.queues_max": "0",
+                   "net.ipv4.tcp_max_tw_buckets": "0"}
 
 
 def rlimits(limits: Limits, *, processes: bool) -> list[tuple[str, int, int]]:

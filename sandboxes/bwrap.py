@@ -22,17 +22,20 @@ Two ways to get there, with the same isolation:
 **Reused sandboxes, as root (the default then).** A sandbox serves up to `MAX_RUNS` runs, one at a time, through its
 agent (`sandboxes/agent.py`, as in the Docker backend): pid 1 of the sandbox, uid 0 in its user namespace with only
 SETUID, SETGID, SETPCAP, KILL, DAC_OVERRIDE, FOWNER and CHOWN there. It forks each program as 65534 with every
-capability gone, and after each run kills every other process in the sandbox, checks that none is left, and empties
-/tmp; a reset that is not clean ends the sandbox. bwrap runs as uid 65533 on the host (through coreutils' `chroot
---userspec`) and waits (`--userns-block-fd`) while we map two ids into its user namespace, 0 to 65533 and 65534 to
-65534 (the kernel lets only root map more than one), and, through `nsenter`, set its IPC limits to 0 (no SysV or
-POSIX IPC object can outlive a run) and its `user.max_user_namespaces` to 0. The program and the agent have
-different uids, so the program cannot signal, ptrace or prlimit the agent. A run costs ~1.4 ms of CPU more than the
-bare program on the 2-core reference VM (0.89x its rate), most of it the agent's fork: `bench/sandbox_exec.py`.
-Shared between runs of one sandbox (what the reset does not undo): its namespaces (loopback only, IPC off, nothing
-left in them), the tmpfs's inode numbers and timestamps, and the agent process. Idle agents (at most `pool_size`)
-wait for their next job; `close()` ends them. If this process dies, each agent ends its run at the deadline, then
-exits at the end of its stdin, and its namespaces go with it.
+capability gone, and after each run kills every other process in the sandbox, checks that none is left, empties /tmp
+and puts back what else a run could change (`sandboxes/agent.py` lists it); a reset that is not clean ends the
+sandbox. bwrap runs as uid 65533 on the host (through coreutils' `chroot --userspec`) and waits (`--userns-block-
+fd`) while we map two ids into its user namespace, 0 to 65533 and 65534 to 65534 (the kernel lets only root map more
+than one), and, through `nsenter`, set its IPC limits to 0 (no SysV or POSIX IPC object can outlive a run) and its
+`user.max_user_namespaces` and `net.ipv4.tcp_max_tw_buckets` to 0. The program and the agent have different uids, so
+the program cannot signal, ptrace or prlimit the agent. A run costs ~1.4 ms of CPU more than the bare program on the
+2-core reference VM (0.89x its rate), most of it the agent's fork: `bench/sandbox_exec.py`. Shared between runs of
+one sandbox (what the reset does not undo): its namespaces (loopback only, SysV/POSIX IPC off, no TCP TIME_WAIT, no
+socket left), the tmpfs's inode numbers and timestamps, and the agent process; so a run written to read them learns
+a little of the run before it (how many processes it made from the pid counter, packets it sent from /proc/net/snmp,
+CPU it used from the agent's times in /proc/1/stat). Idle agents (at most `pool_size`) wait for their next job;
+`close()` ends them. If this process dies, each agent ends its run at the deadline, then exits at the end of its
+stdin, and its namespaces go with it.
 
 **A fresh sandbox per run (without root, or `reuse=False`).** One run is `bwrap` (as uid 65534 when we are root:
 root's processes escape RLIMIT_NPROC) with `--disable-userns` and, as the pid namespace's init (`--as-pid-1`), a
@@ -87,7 +90,7 @@ from pathlib import PurePosixPath
 
 from sandboxes import Limits, RunResult, Sandbox, SandboxError, Stop, finished
 from sandboxes.agent_client import (
-    AGENT_CAPS, AGENT_PATH, ATTEMPTS, ENV, GRACE_S, NO_IPC, SCRATCH, TTL_S, Streams, job, rlimits,
+    AGENT_CAPS, AGENT_PATH, ATTEMPTS, ENV, GRACE_S, SANDBOX_SYSCTLS, SCRATCH, TTL_S, Streams, job, rlimits,
 )
 
 NOBODY = 65534
@@ -157,10 +160,10 @@ def kill_sandbox(pid: int) -> None:
         os.close(pidfd)
 
 
-def ipc_off_script() -> str:
-    """sh commands that turn off SysV and POSIX IPC in the current IPC namespace, and further user namespaces in the
+def sysctl_script() -> str:
+    """sh commands that set SANDBOX_SYSCTLS in the current namespaces, and turn off further user namespaces in the
     current user namespace (a run cannot make one to rearrange its mounts)."""
-    settings = {**NO_IPC, "user.max_user_namespaces": "0"}
+    settings = {**SANDBOX_SYSCTLS, "user.max_user_namespaces": "0"}
     return "; ".join(f"echo '{value}' > /proc/sys/{key.replace('.', '/')}" for key, value in settings.items())
 
 
@@ -251,7 +254,7 @@ class BwrapSandbox(Sandbox):
     # --- reused sandboxes (as root) -----------------------------------------------------------------------------------
 
     def start_agent(self, scratch_bytes: int) -> Agent:
-        """A new sandbox with its agent; bwrap waits (--userns-block-fd) while we map its uids and turn IPC off."""
+        """A new sandbox with its agent; bwrap waits (--userns-block-fd) while we map its uids and set its sysctls."""
         block_read, block_write = os.pipe()
         info_read, info_write = os.pipe()
         caps = [arg for cap in [*AGENT_CAPS, "CHOWN"] for arg in ("--cap-add", f"CAP_{cap}")]
@@ -275,8 +278,8 @@ class BwrapSandbox(Sandbox):
             for name in ("uid_map", "gid_map"):
                 with open(f"/proc/{pid}/{name}", "w") as f:
                     f.write(ID_MAP)
-            subprocess.run([self.nsenter, f"--target={pid}", "--user", "--ipc", "--", "/bin/sh", "-ec",
-                            ipc_off_script()], env={}, capture_output=True, check=True, timeout=30)
+            subprocess.run([self.nsenter, f"--target={pid}", "--user", "--ipc", "--net", "--", "/bin/sh", "-ec",
+                            sysctl_script()], env={}, capture_output=True, check=True, timeout=30)
             os.write(block_write, b"1")
         except (OSError, ValueError, KeyError, subprocess.SubprocessError) as error:
             kill_sandbox(proc.pid)

@@ -7,10 +7,10 @@ between them by a trusted agent; anything about a reset that is not clean and th
 
 The image (`selfplay-sandbox:bookworm`) is a debootstrapped Debian with python3, built without a registry. A container
 (its create, start and remove cost Docker ~0.2 s of CPU, hence the reuse) is made ahead of its runs with:
-- `--network none` (only its own loopback), `--ipc none` (no /dev/shm) and IPC sysctls of 0 (no SysV shared memory,
-  semaphores or message queues, no POSIX message queue: nothing to leave behind there), a read-only root, and one
-  writable place: the scratch dir /tmp, a tmpfs of `scratch_bytes` (nosuid, nodev, noexec, owned by 65534, mode
-  0700), the cwd and $HOME;
+- `--network none` (only its own loopback), `--ipc none` (no /dev/shm) and `SANDBOX_SYSCTLS` (no SysV shared memory,
+  semaphores or message queues, no POSIX message queue, no TCP TIME_WAIT: nothing to leave behind there), a read-
+  only root, and one writable place: the scratch dir /tmp, a tmpfs of `scratch_bytes` (nosuid, nodev, noexec,
+  owned by 65534, mode 0700), the cwd and $HOME;
 - every capability dropped but `AGENT_CAPS` (SETUID, SETGID, SETPCAP, KILL, DAC_OVERRIDE, FOWNER, for the agent
   alone), no-new-privileges, Docker's default seccomp profile;
 - a memory cgroup of `memory_bytes` (swap included), a pids cgroup of `processes` (the agent counts as one), ulimits
@@ -30,9 +30,10 @@ the limits of the latest run; a run with other limits makes its container cold. 
 run gets its container: a cold container's start is not counted.
 
 Shared between runs of one container (what the reset does not undo): the container's kernel-side state: its memory
-and pids cgroups (their counters, the page cache a run charged to them), its network namespace (loopback only, and
-every socket dies with its process), its uts and ipc namespaces (empty), the tmpfs's inode numbers and timestamps, and
-the agent process. A run cannot see the previous run's files, processes, rlimits or IPC objects.
+and pids cgroups (their counters, the page cache a run charged to them), its network namespace (loopback only, no
+TCP TIME_WAIT, and the reset checks no socket is left), its uts and ipc namespaces (empty), the tmpfs's inode numbers
+and timestamps, and the agent process. A run cannot see the previous run's files, processes, rlimits, sockets or IPC
+objects; one written to read the shared counters (pids, /proc/net/snmp, the cgroups') learns a little of it.
 
 Why a run stopped (`RunResult.stopped`): "timeout" (the agent's wall-clock kill or ours, or SIGXCPU / SIGKILL after
 its CPU seconds), "output" (past a cap), "memory" (the cgroup OOM-killed a process, or it ended with Python's
@@ -72,7 +73,7 @@ import requests
 
 from sandboxes import Limits, RunResult, Sandbox, SandboxError
 from sandboxes.agent_client import (
-    AGENT_CAPS, AGENT_PATH, ATTEMPTS, ENV, GRACE_S, NO_IPC, SCRATCH, TTL_S, Streams, job, rlimits,
+    AGENT_CAPS, AGENT_PATH, ATTEMPTS, ENV, GRACE_S, SANDBOX_SYSCTLS, SCRATCH, TTL_S, Streams, job, rlimits,
 )
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,8 @@ class DockerSandbox(Sandbox):
         host_config = self.client.api.create_host_config(
             network_mode="none", ipc_mode="none", read_only=True, cap_drop=["ALL"], cap_add=AGENT_CAPS,
             security_opt=["no-new-privileges"], pids_limit=limits.processes, mem_limit=limits.memory_bytes,
-            memswap_limit=limits.memory_bytes, log_config=docker.types.LogConfig(type="none"), sysctls=NO_IPC,
+            memswap_limit=limits.memory_bytes, log_config=docker.types.LogConfig(type="none"),
+            sysctls=SANDBOX_SYSCTLS,
             tmpfs={SCRATCH: f"rw,nosuid,nodev,noexec,size={limits.scratch_bytes},uid=65534,gid=65534,mode=0700"},
             ulimits=[docker.types.Ulimit(name=DOCKER_ULIMITS[name], soft=soft, hard=hard)
                      for name, soft, hard in rlimits(limits, processes=False) if name in DOCKER_ULIMITS],

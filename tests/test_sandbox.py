@@ -400,6 +400,42 @@ def test_5_nothing_persists_in_the_kernel_keyrings(sandbox):
         assert left.stdout == "-1\n"
 
 
+# What a run may leave in the kernel for the next one, and the harmless program that would notice (a reused sandbox
+# must undo it; a fresh one never shares it). Found by red-teaming the reused bwrap sandbox.
+LEFT_IN_THE_KERNEL = {
+    "stdout and stderr made non-blocking and small": (  # the agent's own pipes
+        "import fcntl, os\nfor fd in (1, 2):\n"
+        "    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)\n"
+        "    fcntl.fcntl(fd, 1031, 4096)",  # F_SETPIPE_SZ
+        "print('x' * 300000, end='')", "x" * 300000),
+    "a tree too deep for a recursive wipe": (
+        "import os\nfor _ in range(1100):\n    os.mkdir('d'); os.chdir('d')",
+        "import os; print(os.listdir('.'))", "[]\n"),
+    "a TCP connection in TIME_WAIT, holding its port": (
+        "import socket\ns = socket.socket(); s.bind(('127.0.0.1', 8000)); s.listen()\n"
+        "c = socket.create_connection(('127.0.0.1', 8000)); a, _ = s.accept(); a.close(); c.recv(1); c.close()",
+        "import socket; socket.socket().bind(('127.0.0.1', 8000)); print('bound')", "bound\n"),
+    "sockets alive only as fds in flight": (  # a cycle the kernel frees when its unix GC runs
+        "import socket\na, b = socket.socketpair(); u = socket.socket(socket.AF_UNIX); u.bind('\\0left'); u.listen()\n"
+        "t = socket.socket(); t.bind(('127.0.0.1', 9000)); t.listen()\n"
+        "for end in (a, b): socket.send_fds(end, [b'x'], [a.fileno(), b.fileno(), u.fileno(), t.fileno()])",
+        "import socket; socket.socket().bind(('127.0.0.1', 9000)); u = socket.socket(socket.AF_UNIX)\n"
+        "print(u.connect_ex('\\0left') != 0)", "True\n"),
+    "inode flags on the scratch dir": (  # new files inherit them
+        "import fcntl, os\nfd = os.open('/tmp', os.O_RDONLY)\n"
+        "fcntl.ioctl(fd, 0x40086602, (0xC0).to_bytes(8, 'little'))",  # FS_IOC_SETFLAGS NOATIME | NODUMP
+        "import fcntl, os\nfd = os.open('/tmp', os.O_RDONLY)\n"
+        "print(int.from_bytes(fcntl.ioctl(fd, 0x80086601, bytes(8))[:4], 'little'))", "0\n"),
+}
+
+
+@pytest.mark.parametrize("left", LEFT_IN_THE_KERNEL)
+def test_5_a_run_leaves_nothing_in_the_kernel_for_the_next(sandbox, left):
+    attack, probe, expected = LEFT_IN_THE_KERNEL[left]
+    assert py(sandbox, attack).exit_code is not None
+    assert py(sandbox, probe, limits=Limits(output_bytes=2**20)).stdout == expected
+
+
 # --- 6. secrets ------------------------------------------------------------------------------------------------------
 
 
