@@ -28,14 +28,14 @@ sandbox. bwrap runs as uid 65533 on the host (through coreutils' `chroot --users
 fd`) while we map two ids into its user namespace, 0 to 65533 and 65534 to 65534 (the kernel lets only root map more
 than one), and, through `nsenter`, set its IPC limits to 0 (no SysV or POSIX IPC object can outlive a run) and its
 `user.max_user_namespaces` and `net.ipv4.tcp_max_tw_buckets` to 0. The program and the agent have different uids, so
-the program cannot signal, ptrace or prlimit the agent. A run costs ~1.4 ms of CPU more than the bare program on the
-2-core reference VM (0.89x its rate), most of it the agent's fork: `bench/sandbox_exec.py`. Shared between runs of
-one sandbox (what the reset does not undo): its namespaces (loopback only, SysV/POSIX IPC off, no TCP TIME_WAIT, no
-socket left), the tmpfs's inode numbers and timestamps, and the agent process; so a run written to read them learns
-a little of the run before it (how many processes it made from the pid counter, packets it sent from /proc/net/snmp,
-CPU it used from the agent's times in /proc/1/stat). Idle agents (at most `pool_size`) wait for their next job;
-`close()` ends them. If this process dies, each agent ends its run at the deadline, then exits at the end of its
-stdin, and its namespaces go with it.
+the program cannot signal, ptrace or prlimit the agent. A run costs ~2 ms of CPU more than the bare program on the
+2-core reference VM (0.85x its rate), most of it the agent's fork and reset: `bench/sandbox_exec.py`. Shared between
+runs of one sandbox (what the reset does not undo): its namespaces (loopback only, SysV/POSIX IPC off, no TCP
+TIME_WAIT, no socket left), the tmpfs's inode numbers and timestamps, and the agent process; so a run written to
+read them learns a little of the run before it (how many processes it made from the pid counter, packets it sent
+from /proc/net/snmp, CPU it used from the agent's times in /proc/1/stat). Idle agents (at most `pool_size`) wait for
+their next job; `close()` ends them. If this process dies, each agent ends its run at the deadline, then exits at
+the end of its stdin, and its namespaces go with it.
 
 **A fresh sandbox per run (without root, or `reuse=False`).** One run is `bwrap` (as uid 65534 when we are root:
 root's processes escape RLIMIT_NPROC) with `--disable-userns` and, as the pid namespace's init (`--as-pid-1`), a
@@ -45,7 +45,7 @@ time used. Deadline and caps are enforced here, by SIGKILLing bwrap and the name
 every process of the run however it forked. `--die-with-parent` kills them too if this Python process dies. A
 killed run's `cpu_s` is lost (only bwrap's own is counted). The wrapper writes `READY` to stderr before the program
 starts (stripped from `stderr`): without it the sandbox failed to start and `run` raises SandboxError, so no program
-can fake an infrastructure failure. A run costs ~5.5 ms of CPU more than the bare program (0.68x its rate): ~2.3 ms
+can fake an infrastructure failure. A run costs ~5.5 ms of CPU more than the bare program (0.66x its rate): ~2.3 ms
 for the least any bwrap does (its exec, a user and a mount namespace, pivot_root), ~1.7 ms for the other namespaces
 (network ~0.6 ms) and mounts, ~1 ms for the sh init, ~0.5 ms for the drop to 65534.
 

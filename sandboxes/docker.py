@@ -8,8 +8,8 @@ between them by a trusted agent; anything about a reset that is not clean and th
 The image (`selfplay-sandbox:bookworm`) is a debootstrapped Debian with python3, built without a registry. A container
 (its create, start and remove cost Docker ~0.2 s of CPU, hence the reuse) is made ahead of its runs with:
 - `--network none` (only its own loopback), `--ipc none` (no /dev/shm) and `SANDBOX_SYSCTLS` (no SysV shared memory,
-  semaphores or message queues, no POSIX message queue, no TCP TIME_WAIT: nothing to leave behind there), a read-
-  only root, and one writable place: the scratch dir /tmp, a tmpfs of `scratch_bytes` (nosuid, nodev, noexec,
+  semaphores or message queues, no POSIX message queue, no TCP TIME_WAIT: nothing to leave behind there), a
+  read-only root, and one writable place: the scratch dir /tmp, a tmpfs of `scratch_bytes` (nosuid, nodev, noexec,
   owned by 65534, mode 0700), the cwd and $HOME;
 - every capability dropped but `AGENT_CAPS` (SETUID, SETGID, SETPCAP, KILL, DAC_OVERRIDE, FOWNER, for the agent
   alone), no-new-privileges, Docker's default seccomp profile;
