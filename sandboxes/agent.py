@@ -1,27 +1,28 @@
 """The trusted agent of a reused sandbox (a Docker container, or a bubblewrap sandbox when we are root): pid 1 of
 its pid namespace, with only the capabilities its work needs. It runs jobs from its stdin one at a time, each as a
-fresh unprivileged program, and resets the sandbox after each. Not imported: the sandbox's own python3 runs it
-(`python3 -I -S agent.py TTL_S`: bwrap binds this file read-only, Docker passes its source with -c); stdlib only.
+fresh unprivileged program, and resets the sandbox after each. The sandbox's own python3 runs it (`python3 -I -S
+agent.py TTL_S`: bwrap binds this file read-only, Docker passes its source with -c); stdlib only. We import only
+`seccomp_filter`, for the bubblewrap sandboxes made fresh for each run.
 
 Protocol on stdin, once per run: 8 bytes of header length, the JSON header {argv, env, files: [[name, size]],
 stdin: size, rlimits: [[resource, soft, hard]], wall_s, nonce}, the files' bytes in order, then the program's stdin
 (size bytes). The program inherits the agent's stdout and stderr. After the run, once every process of it is gone,
 the agent writes END(nonce) to stdout and the trailer (nonce, exit status, CPU time of every process of the run, the
-memory cgroup's OOM kills during it, timeout, whether the reset was clean) to stderr; then it waits for the next job,
-or exits: on EOF, after TTL_S without a job, or when the reset was not clean.
+memory cgroup's OOM kills during it, timeout, and `reset=ok` or what the reset could not undo) to stderr; then it
+waits for the next job, or exits: on EOF, after TTL_S without a job, or when the reset was not clean.
 
 At start it empties its capability bounding and inheritable sets, which its children inherit, installs a seccomp
-filter that fails the keyring syscalls (a uid's user keyring outlives its processes: a run could leave a key for the
-next), closes every fd but 0-2, and makes the scratch dir belong to 65534 (mode 0700). For each job it forks the
+filter (`seccomp_filter`: no keyrings, no socket families but unix, IPv4, IPv6 and netlink, no IPv6 flow labels),
+closes every fd but 0-2, and makes the scratch dir belong to 65534 (mode 0700). For each job it forks the
 program: oom_score_adj 1000 (the OOM killer takes it, not the agent), its own session, no supplementary groups,
 uid:gid 65534:65534 (every capability is gone, and with no_new_privs and an empty bounding set none can come back),
 the files written into the scratch dir (its cwd), `stdin` from a memfd, the job's hard rlimits and environment. The
 agent waits for it, reaping every orphan, until it exits or the wall deadline; then the reset: SIGKILL to every
 process but itself (kill -1, repeated, reaping, until none is left: uid 65534 cannot signal the agent), a check that
-/proc lists only itself; stdout and stderr given back the status flags and pipe size they had (a program shares
-them, as open pipes); the scratch dir emptied (its mode, owner, xattrs and inode flags too) and checked empty with
-all its blocks free; and a check that the network namespace holds no socket (sockets that only fds in flight keep
-alive are freed by setting off the kernel's unix garbage collector).
+/proc lists only itself; stdout and stderr given back the status flags and pipe size they had, and no lock (a
+program shares them, as open pipes); the scratch dir emptied (its mode, owner, xattrs and inode flags too) and
+checked empty with all its blocks free; and a check that the network namespace holds no more sockets than at the
+start (sockets that only fds in flight keep alive are freed by setting off the kernel's unix garbage collector).
 
 The child does little Python between fork and exec: each object it touches copies a page of the agent's memory.
 """
@@ -35,6 +36,7 @@ import select
 import shutil
 import signal
 import stat
+import struct
 import sys
 import time
 
@@ -42,18 +44,25 @@ NOBODY, SCRATCH = 65534, "/tmp"
 OOM_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
 PR_CAPBSET_DROP = 24
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
-F_SETSIG, F_SETPIPE_SZ, F_GETPIPE_SZ = 10, 1031, 1032
+F_SETSIG, F_OFD_SETLK, F_SETPIPE_SZ, F_GETPIPE_SZ = 10, 37, 1031, 1032
 FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 SECCOMP_RET_ALLOW, SECCOMP_RET_EPERM = 0x7FFF0000, 0x00050001
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
-# add_key, request_key, keyctl by audit arch: the kernel's keyrings are not namespaced enough (a uid's user keyring
-# lives as long as its user namespace), so a run could leave a key for the next one
-KEYRING_SYSCALLS = {
-    0xC000003E: (248, 249, 250, 0x40000000 | 248, 0x40000000 | 249, 0x40000000 | 250),  # x86_64, x32
-    0x40000003: (286, 287, 288),  # i386
-    0xC00000B7: (217, 218, 219),  # aarch64
+X32 = 0x40000000
+# By audit arch: (syscalls that fail with EPERM, socket, setsockopt). The kernel's keyrings (add_key, request_key,
+# keyctl) are not namespaced enough: a uid's user keyring lives as long as its user namespace, so a run could leave a
+# key for the next one. i386's socketcall hides its arguments from the filter: it fails too.
+SYSCALLS = {
+    0xC000003E: ((248, 249, 250, X32 | 248, X32 | 249, X32 | 250),  # x86_64, and x32 (X32 | its numbers)
+                 (41, X32 | 41), (54, X32 | 54, X32 | 541)),
+    0x40000003: ((286, 287, 288, 102), (359,), (366,)),  # i386
+    0xC00000B7: ((217, 218, 219), (198,), (208,)),  # aarch64
 }
+# socket() families a program may use (AF_VSOCK, for one, is not in any namespace: it reaches the host and the other
+# sandboxes); setsockopt(IPPROTO_IPV6, IPV6_FLOWLABEL_MGR) fails: a flow label lingers after its socket
+SOCKET_FAMILIES = (1, 2, 10, 16)  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
+IPPROTO_IPV6, IPV6_FLOWLABEL_MGR = 41, 32
 
 
 class Deadline(Exception):
@@ -111,37 +120,37 @@ def drop_inheritable_capabilities():
         raise OSError(ctypes.get_errno(), "capset")
 
 
-class SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+def seccomp_filter():
+    """The seccomp BPF program (struct sock_filter[], as bwrap's --seccomp reads it) that fails what SYSCALLS and
+    SOCKET_FAMILIES rule out with EPERM and allows everything else."""
+    arch, nr, args = 4, 0, (16, 24, 32)  # offsets in struct seccomp_data (an argument's low half: little-endian)
+    lines = [("ld", arch)] + [("jeq", a, f"arch {a:x}") for a in SYSCALLS] + [("ret", SECCOMP_RET_ALLOW)]
+    for a, (denied, socket, setsockopt) in SYSCALLS.items():
+        lines += [f"arch {a:x}", ("ld", nr)] + [("jeq", n, "deny") for n in denied] + [
+            ("jeq", n, "socket") for n in socket] + [("jeq", n, "setsockopt") for n in setsockopt] + [
+            ("ret", SECCOMP_RET_ALLOW)]
+    lines += ["socket", ("ld", args[0])] + [("jeq", family, "allow") for family in SOCKET_FAMILIES] + [
+        ("ret", SECCOMP_RET_EPERM)]
+    lines += ["setsockopt", ("ld", args[1]), ("jeq", IPPROTO_IPV6, "ipv6"), ("ret", SECCOMP_RET_ALLOW),
+              "ipv6", ("ld", args[2]), ("jeq", IPV6_FLOWLABEL_MGR, "deny"), ("ret", SECCOMP_RET_ALLOW)]
+    lines += ["allow", ("ret", SECCOMP_RET_ALLOW), "deny", ("ret", SECCOMP_RET_EPERM)]
+    at, code = {}, []
+    for line in lines:
+        if isinstance(line, str):
+            at[line] = len(code)
+        else:
+            code.append(line)
+    op = {"ld": BPF_LD_W_ABS, "jeq": BPF_JEQ_K, "ret": BPF_RET_K}
+    return b"".join(struct.pack("=HBBI", op[kind], at[to[0]] - i - 1 if to else 0, 0, k)
+                    for i, (kind, k, *to) in enumerate(code))  # a jump counts from the next instruction
 
 
-class SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
-
-
-def keyring_filter():
-    """A seccomp BPF program: EPERM for KEYRING_SYSCALLS of the caller's arch, everything else allowed."""
-    arches = list(KEYRING_SYSCALLS)
-    blocks = [[(BPF_LD_W_ABS, 0, 0, 0)] + [(BPF_JEQ_K, 0, 0, nr) for nr in KEYRING_SYSCALLS[arch]]
-              + [(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)] for arch in arches]  # each: load nr, match, allow
-    head = [(BPF_LD_W_ABS, 0, 0, 4)] + [(BPF_JEQ_K, 0, 0, arch) for arch in arches] + [
-        (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)]  # load the arch, jump to its block, else allow
-    program = head + [insn for block in blocks for insn in block] + [(BPF_RET_K, 0, 0, SECCOMP_RET_EPERM)]
-    deny, start = len(program) - 1, len(head)
-    for i, block in enumerate(blocks):  # jumps count from the instruction after the jump
-        program[1 + i] = (BPF_JEQ_K, start - (2 + i), 0, arches[i])
-        for j in range(1, len(block) - 1):
-            program[start + j] = (BPF_JEQ_K, deny - (start + j + 1), 0, block[j][3])
-        start += len(block)
-    return program
-
-
-def block_keyrings():
-    """Install keyring_filter on the agent, so on every program it forks (no_new_privs is set: no privilege needed)."""
-    program = keyring_filter()
-    filters = (SockFilter * len(program))(*[SockFilter(*insn) for insn in program])
+def install_seccomp_filter():
+    """Install seccomp_filter on the agent, so on every program it forks (no_new_privs is set: no privilege needed)."""
+    program = ctypes.create_string_buffer(seccomp_filter())
+    fprog = struct.pack("HP", len(program.raw) // 8, ctypes.addressof(program))  # struct sock_fprog
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(SockFprog(len(program), filters)), 0, 0):
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.c_char_p(fprog), 0, 0):
         raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP")
 
 
@@ -181,18 +190,23 @@ def program(path, argv, env, files, stdin, rlimits):
 
 def stream_state(fd):
     """What a program can change of the stdout or stderr it shares with the agent (the same open pipe): its status
-    flags (O_NONBLOCK would fail the next program's writes) and its pipe size."""
+    flags (O_NONBLOCK would fail the next program's writes), its pipe size, and flock and OFD locks on it (they belong
+    to the open pipe, so they outlive the program: a message in lock offsets, or a lock the next program waits on)."""
     pipe = fcntl.fcntl(fd, F_GETPIPE_SZ) if stat.S_ISFIFO(os.fstat(fd).st_mode) else 0
-    return fcntl.fcntl(fd, fcntl.F_GETFL), pipe
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        locks = [line for line in f if line.startswith("lock:")]
+    return fcntl.fcntl(fd, fcntl.F_GETFL), pipe, locks
 
 
 def restore_streams(states):
-    for fd, (flags, pipe) in states.items():
+    for fd, (flags, pipe, _) in states.items():
         fcntl.fcntl(fd, fcntl.F_SETFL, flags)
         fcntl.fcntl(fd, fcntl.F_SETOWN, 0)
         fcntl.fcntl(fd, F_SETSIG, 0)
         if pipe:
             fcntl.fcntl(fd, F_SETPIPE_SZ, pipe)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        fcntl.fcntl(fd, F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))  # every byte
     return all(stream_state(fd) == state for fd, state in states.items())
 
 
@@ -201,6 +215,16 @@ def sockets():
     with open("/proc/net/sockstat") as f:
         used, tcp = f.readline().split(), f.readline().split()
     return int(used[2]), int(tcp[tcp.index("tw") + 1])
+
+
+def settled_sockets():
+    """The sandbox's own sockets, after those its setup closed are gone: the kernel frees a netlink socket (bwrap's,
+    setting up the loopback) a grace period after its close. None is the floor; else a count unchanged for 100 ms."""
+    counts, give_up = [sockets()], time.monotonic() + 1
+    while counts[-1] != (0, 0) and time.monotonic() < give_up and (len(counts) < 11 or len(set(counts[-11:])) > 1):
+        time.sleep(0.01)
+        counts.append(sockets())
+    return counts[-1]
 
 
 def sockets_closed(baseline):
@@ -246,7 +270,7 @@ def wipe_scratch():
 
 def reset(streams, baseline):
     """Kill and reap every other process of the sandbox, put back what the run could change of what the next run gets
-    (`streams`, the scratch dir) and check that it left no socket (`baseline`); True when all of it worked."""
+    (`streams`, the scratch dir) and check that it left no socket (`baseline`): "ok", or the first thing left."""
     give_up = time.monotonic() + 5
     while True:
         try:
@@ -260,15 +284,21 @@ def reset(streams, baseline):
         except ChildProcessError:
             pass
         if time.monotonic() > give_up:
-            return False
+            return "processes"
         if not reaped:
             time.sleep(0.001)
     if [p for p in os.listdir("/proc") if p.isdigit()] != ["1"]:
-        return False
+        return "processes"
     try:
-        return restore_streams(streams) and wipe_scratch() and sockets_closed(baseline)
-    except Exception:  # e.g. RecursionError from rmtree of a very deep tree: the sandbox is replaced
-        return False
+        if not restore_streams(streams):
+            return "streams"
+        if not wipe_scratch():
+            return "scratch"
+        if not sockets_closed(baseline):
+            return "sockets"
+    except Exception as error:  # e.g. RecursionError from rmtree of a very deep tree: the sandbox is replaced
+        return type(error).__name__
+    return "ok"
 
 
 def serve(job, streams, baseline):
@@ -301,14 +331,14 @@ def serve(job, streams, baseline):
     except Deadline:
         timeout = int(status is None)
     os.close(stdin)
-    clean = reset(streams, baseline)
+    reset_left = reset(streams, baseline)
     code = os.waitstatus_to_exitcode(status) if status is not None else -signal.SIGKILL
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     os.write(1, b"\0sandbox: end %s\n" % job["nonce"].encode())
-    os.write(2, b"\0sandbox: end %s status=%d cpu=%.6f oom=%d timeout=%d clean=%d\n" % (
+    os.write(2, b"\0sandbox: end %s status=%d cpu=%.6f oom=%d timeout=%d reset=%s\n" % (
         job["nonce"].encode(), code if code >= 0 else 128 - code, usage.ru_utime + usage.ru_stime - cpu,
-        oom_kills() - oom, timeout, clean))
-    if not clean:
+        oom_kills() - oom, timeout, reset_left.encode()))
+    if reset_left != "ok":
         os._exit(1)
 
 
@@ -316,12 +346,12 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, a signal without handler from inside is dropped
     signal.signal(signal.SIGALRM, on_alarm)
     drop_inheritable_capabilities()
-    block_keyrings()
+    install_seccomp_filter()
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # whatever fd the sandbox was started with, no program inherits it
     if os.stat(SCRATCH).st_uid != NOBODY:
         os.chown(SCRATCH, NOBODY, NOBODY)
     os.chmod(SCRATCH, 0o700)
-    streams, baseline, ttl = {fd: stream_state(fd) for fd in (1, 2)}, sockets(), int(sys.argv[1])
+    streams, baseline, ttl = {fd: stream_state(fd) for fd in (1, 2)}, settled_sockets(), int(sys.argv[1])
     while select.select([0], [], [], ttl)[0]:  # no job in TTL_S: the pool that made this sandbox is gone
         serve(json.loads(read_exactly(int.from_bytes(read_exactly(8), "big"))), streams, baseline)
 

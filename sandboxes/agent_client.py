@@ -19,15 +19,20 @@ AGENT_PATH = Path(__file__).parent / "agent.py"
 SCRATCH = "/tmp"
 ENV = {"PATH": "/usr/bin:/bin", "HOME": SCRATCH, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 AGENT_CAPS = ["SETUID", "SETGID", "SETPCAP", "KILL", "DAC_OVERRIDE", "FOWNER"]
-TRAILER = re.compile(rb"\0sandbox: end ([0-9a-f]{32}) status=(\d+) cpu=(\d+\.\d+) oom=(\d+) timeout=([01]) clean=([01])\n\Z")
-TRAILER_MAX = 128  # bytes: the longest trailer the agent writes
+TRAILER = re.compile(
+    rb"\0sandbox: end ([0-9a-f]{32}) status=(\d+) cpu=(\d+\.\d+) oom=(\d+) timeout=([01]) reset=(\w{1,30})\n\Z")
+TRAILER_MAX = 160  # bytes: the longest trailer the agent writes
 TTL_S = 1800  # a warm agent that gets no job in this time exits
 GRACE_S = 5  # past the deadline, a run whose agent has not reported is killed with its sandbox
 ATTEMPTS = 3  # tries to get a run through an agent before SandboxError
 # Set in a reused sandbox's namespaces, so that a run leaves nothing there for the next: no SysV shared memory,
-# semaphores or message queues, no POSIX message queue, no TCP socket in TIME_WAIT (which would hold its port)
-SANDBOX_SYSCTLS = {"kernel.shmmni": "0", "kernel.msgmni": "0", "kernel.sem": "0 0 0 0", "fs.mqueue.queues_max": "0",
-                   "net.ipv4.tcp_max_tw_buckets": "0"}
+# semaphores or message queues, no POSIX message queue, no TCP socket in TIME_WAIT (which would hold its port), no
+# TCP metrics or Fast Open cookies kept per peer, no MPTCP (its path manager keeps endpoints). Those this kernel has.
+SANDBOX_SYSCTLS = {key: value for key, value in {
+    "kernel.shmmni": "0", "kernel.msgmni": "0", "kernel.sem": "0 0 0 0", "fs.mqueue.queues_max": "0",
+    "net.ipv4.tcp_max_tw_buckets": "0", "net.ipv4.tcp_no_metrics_save": "1", "net.ipv4.tcp_fastopen": "0",
+    "net.mptcp.enabled": "0",
+}.items() if Path("/proc/sys", *key.split(".")).exists()}
 
 
 def rlimits(limits: Limits, *, processes: bool) -> list[tuple[str, int, int]]:
@@ -87,8 +92,12 @@ class Streams:
 
     def clean(self) -> bool:
         """The agent reported the run's end and a clean reset, and we did not kill it: its sandbox can be reused."""
+        return self.killed is None and self.reset_left() == "ok"
+
+    def reset_left(self) -> str:
+        """What the agent's reset could not undo ("ok": nothing), or why there is no report of it."""
         trailer = TRAILER.search(self.err) if self.ended else None
-        return trailer is not None and trailer[6] == b"1" and self.killed is None
+        return trailer[6].decode() if trailer else "no report: the agent is gone or was stopped"
 
     def result(self, status: int | None, oom_killed: bool, limits: Limits, *, wall_s: float, gone: str) -> RunResult:
         """The run's result from the trailer; without one (the agent is gone: `status` is how its sandbox ended, and

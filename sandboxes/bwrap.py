@@ -13,7 +13,8 @@ Every run gets:
 - the scratch directory /tmp: a private tmpfs of `scratch_bytes`, the cwd and $HOME, holding `files` (nothing is
   written on the host's disk, so there is nothing to clean up there);
 - uid and gid 65534 inside and out, no capabilities, no_new_privs, a new session (no TIOCSTI into our terminal),
-  an environment of only PATH, HOME, LANG, PYTHONDONTWRITEBYTECODE and PWD;
+  the agent's seccomp filter (no keyrings, no socket families but unix, IPv4, IPv6 and netlink: AF_VSOCK is in no
+  namespace; no IPv6 flow labels), an environment of only PATH, HOME, LANG, PYTHONDONTWRITEBYTECODE and PWD;
 - hard rlimits: CPU, address space, processes, file size, open files, no core files;
 - a wall-clock deadline and per-stream output caps; `run` returns only once every process of the run is gone.
 
@@ -27,11 +28,12 @@ and puts back what else a run could change (`sandboxes/agent.py` lists it); a re
 sandbox. bwrap runs as uid 65533 on the host (through coreutils' `chroot --userspec`) and waits (`--userns-block-
 fd`) while we map two ids into its user namespace, 0 to 65533 and 65534 to 65534 (the kernel lets only root map more
 than one), and, through `nsenter`, set its IPC limits to 0 (no SysV or POSIX IPC object can outlive a run) and its
-`user.max_user_namespaces` and `net.ipv4.tcp_max_tw_buckets` to 0. The program and the agent have different uids, so
+`user.max_user_namespaces` to 0 and its network sysctls as `SANDBOX_SYSCTLS` lists (no TIME_WAIT, TCP metrics,
+Fast Open or MPTCP state). The program and the agent have different uids, so
 the program cannot signal, ptrace or prlimit the agent. A run costs ~2 ms of CPU more than the bare program on the
 2-core reference VM (0.85x its rate), most of it the agent's fork and reset: `bench/sandbox_exec.py`. Shared between
 runs of one sandbox (what the reset does not undo): its namespaces (loopback only, SysV/POSIX IPC off, no TCP
-TIME_WAIT, no socket left), the tmpfs's inode numbers and timestamps, and the agent process; so a run written to
+state kept, no socket left), the tmpfs's inode numbers and timestamps, and the agent process; so a run written to
 read them learns a little of the run before it (how many processes it made from the pid counter, packets it sent
 from /proc/net/snmp, CPU it used from the agent's times in /proc/1/stat). Idle agents (at most `pool_size`) wait for
 their next job; `close()` ends them. If this process dies, each agent ends its run at the deadline, then exits at
@@ -59,8 +61,8 @@ Why a run stopped (`RunResult.stopped`):
 - "exit": exited on its own.
 
 What this does NOT protect against:
-- kernel bugs: the program makes syscalls to the host kernel (the only seccomp filter, in a reused sandbox, fails
-  the keyring syscalls), namespaces are not a VM; a kernel bug that gives a program the agent's powers in a reused
+- kernel bugs: the program makes syscalls to the host kernel (the seccomp filter fails only the few listed above),
+  namespaces are not a VM; a kernel bug that gives a program the agent's powers in a reused
   sandbox also gives it that sandbox's next runs;
 - side channels (timing, cache, Spectre-class) and reading the host's kernel-wide information that /proc shows
   (uptime, load, CPU and memory totals, kernel version);
@@ -73,6 +75,7 @@ What this does NOT protect against:
 
 import contextlib
 import json
+import logging
 import math
 import os
 import secrets
@@ -89,9 +92,12 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from sandboxes import Limits, RunResult, Sandbox, SandboxError, Stop, finished
+from sandboxes.agent import seccomp_filter
 from sandboxes.agent_client import (
     AGENT_CAPS, AGENT_PATH, ATTEMPTS, ENV, GRACE_S, SANDBOX_SYSCTLS, SCRATCH, TTL_S, Streams, job, rlimits,
 )
+
+log = logging.getLogger(__name__)
 
 NOBODY = 65534
 AGENT_UID = 65533  # the agent's uid and gid on the host (no account has them): it owns the user namespace
@@ -333,6 +339,8 @@ class BwrapSandbox(Sandbox):
                 if streams.clean():
                     self.give_back(agent)
                 else:
+                    if streams.killed is None:
+                        log.info("bwrap sandbox replaced, its reset after a run left: %s", streams.reset_left())
                     agent.kill()
                     status = agent.proc.returncode
             if streams.ended or streams.killed or streams.out or streams.err:
@@ -380,9 +388,11 @@ class BwrapSandbox(Sandbox):
 
     # --- a fresh sandbox per run ---------------------------------------------------------------------------------------
 
-    def command(self, argv: list[str], files: dict[str, int], limits: Limits) -> list[str]:
-        """The bwrap command line; `files` maps a scratch-relative path to the fd holding its content."""
+    def command(self, argv: list[str], files: dict[str, int], limits: Limits, seccomp: int) -> list[str]:
+        """The bwrap command line; `files` maps a scratch-relative path to the fd holding its content, `seccomp` is
+        the fd of the agent's seccomp filter."""
         cmd = [*self.drop, self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+               "--seccomp", str(seccomp),
                "--as-pid-1", "--new-session", "--clearenv", "--uid", str(NOBODY), "--gid", str(NOBODY), *self.binds,
                "--proc", "/proc", *DEV, "--size", str(limits.scratch_bytes), "--tmpfs", SCRATCH]
         dirs = sorted({str(p) for name in files for p in PurePosixPath(name).parents if str(p) != "."})
@@ -397,7 +407,7 @@ class BwrapSandbox(Sandbox):
 
     def run_fresh(self, argv: list[str], files: Mapping[str, str | bytes], stdin: bytes, limits: Limits) -> RunResult:
         fds: dict[str, int] = {}
-        stdin_fd = None
+        stdin_fd, seccomp = None, memfd(seccomp_filter())
         try:
             for name, content in files.items():
                 if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
@@ -406,11 +416,12 @@ class BwrapSandbox(Sandbox):
             stdin_fd = memfd(stdin) if stdin else subprocess.DEVNULL
             start = time.monotonic()
             proc = subprocess.Popen(
-                self.command(argv, fds, limits), stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                pass_fds=list(fds.values()), env={}, start_new_session=True,  # our terminal's ^C is not for it
+                self.command(argv, fds, limits, seccomp), stdin=stdin_fd, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, pass_fds=[*fds.values(), seccomp], env={},
+                start_new_session=True,  # our terminal's ^C is not for it
             )
         finally:
-            for fd in [*fds.values(), stdin_fd]:
+            for fd in [*fds.values(), stdin_fd, seccomp]:
                 if isinstance(fd, int) and fd >= 0:
                     os.close(fd)
         return self.wait_fresh(proc, limits, start)

@@ -14,8 +14,8 @@ The image (`selfplay-sandbox:bookworm`) is a debootstrapped Debian with python3,
 - every capability dropped but `AGENT_CAPS` (SETUID, SETGID, SETPCAP, KILL, DAC_OVERRIDE, FOWNER, for the agent
   alone), no-new-privileges, Docker's default seccomp profile;
 - a memory cgroup of `memory_bytes` (swap included), a pids cgroup of `processes` (the agent counts as one), ulimits
-  for file size, open files and no core files (CPU only per program: the agent's own CPU time adds up over runs); no
-  log driver (output is never stored);
+  for open files and no core files (CPU and file size only per program: the agent's CPU time adds up over runs, and
+  it writes the program's stdin, of any size, into a file); no log driver (output is never stored);
 - as its main process (pid 1), as root, our agent (`sandboxes/agent.py`, shared with the bubblewrap backend): it
   runs each program as 65534 with every capability gone, and resets the container after it (kills every other
   process, checks none is left, empties /tmp).
@@ -106,7 +106,7 @@ def container_limits(limits: Limits) -> Limits:
     return replace(limits, wall_s=0.0, output_bytes=0)
 
 
-DOCKER_ULIMITS = {"RLIMIT_FSIZE": "fsize", "RLIMIT_NOFILE": "nofile", "RLIMIT_CORE": "core"}  # CPU: the agent's adds up
+DOCKER_ULIMITS = {"RLIMIT_NOFILE": "nofile", "RLIMIT_CORE": "core"}  # also the agent's: no CPU, no file size
 
 
 def owner() -> str:
@@ -325,6 +325,8 @@ class DockerSandbox(Sandbox):
                     status = self.client.api.wait(container.id, timeout=GRACE_S)["StatusCode"]
                     oom_killed = status == 137 and self.client.api.inspect_container(container.id)["State"]["OOMKilled"]
                 keep = streams.clean()
+                if not keep and streams.killed is None:
+                    log.info("Docker sandbox replaced, its reset after a run left: %s", streams.reset_left())
             except (docker.errors.DockerException, requests.RequestException) as error:
                 raise SandboxError(f"Docker failed during a run: {error}. Check `docker info`") from None
             finally:

@@ -9,6 +9,7 @@ pipe, pidfd, socket) is left open, no temp file was made, and no container of ou
 """
 
 import gc
+import logging
 import os
 import signal
 import socket
@@ -24,6 +25,7 @@ import psutil
 import pytest
 
 from sandboxes import Limits, RunResult, Sandbox, SandboxError, get_sandbox
+from sandboxes.agent_client import SANDBOX_SYSCTLS
 from sandboxes.bwrap import READY, BwrapSandbox
 from sandboxes.docker import LABEL, DockerSandbox
 
@@ -179,9 +181,10 @@ def test_auto_picks_bwrap_when_it_works_else_docker(sandbox, monkeypatch):
             assert isinstance(auto, DockerSandbox) and auto.run(["true"]).ok
 
 
-def test_a_reused_sandbox_is_reset_so_a_run_cannot_see_or_affect_the_next(sandbox):
+def test_a_reused_sandbox_is_reset_so_a_run_cannot_see_or_affect_the_next(sandbox, caplog):
     if not isinstance(sandbox, DockerSandbox) and not sandbox.reuse:
         pytest.skip("a fresh bwrap per run: nothing is reused")
+    caplog.set_level(logging.INFO)
     same_sandbox = "os.readlink('/proc/self/ns/net')"  # its network namespace
     dirty = f"""
         import ctypes, os, resource, subprocess
@@ -209,7 +212,7 @@ def test_a_reused_sandbox_is_reset_so_a_run_cannot_see_or_affect_the_next(sandbo
     """
     second = py(sandbox, clean, limits=Limits(open_files=64))
     lines = second.stdout.splitlines()
-    assert lines[0] == first.stdout.splitlines()[0]  # the same sandbox
+    assert lines[0] == first.stdout.splitlines()[0], caplog.text  # the same sandbox: its reset was clean
     assert lines[1:3] == ["[] ['1']", "(64, 64)"], second  # no file, no process but the agent, its own rlimits
     assert lines[3:] == [f"{cap}:\t0000000000000000" for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")] + [
         "NoNewPrivs:\t1"]
@@ -421,6 +424,17 @@ LEFT_IN_THE_KERNEL = {
         "for end in (a, b): socket.send_fds(end, [b'x'], [a.fileno(), b.fileno(), u.fileno(), t.fileno()])",
         "import socket; socket.socket().bind(('127.0.0.1', 9000)); u = socket.socket(socket.AF_UNIX)\n"
         "print(u.connect_ex('\\0left') != 0)", "True\n"),
+    "flock and OFD locks on stdout and stderr": (  # they belong to the open pipe the agent shares
+        "import fcntl, struct\nfcntl.flock(1, fcntl.LOCK_EX)\n"
+        "fcntl.fcntl(2, 37, struct.pack('hhqqi4x', fcntl.F_WRLCK, 0, 1000, 1, 0))",  # F_OFD_SETLK
+        "print([line for fd in (1, 2) for line in open(f'/proc/self/fdinfo/{fd}') if line.startswith('lock')])",
+        "[]\n"),
+    "an IPv6 flow label lingering after its socket": (
+        "import socket, struct\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+        "request = socket.inet_pton(socket.AF_INET6, '::1') + struct.pack('!I', 0x12345)\n"
+        "request += struct.pack('=BBHHHI', 0, 1, 3, 0, 60, 0)\n"  # get, exclusive, create, linger 60 s
+        "try:\n    s.setsockopt(socket.IPPROTO_IPV6, 32, request)\nexcept OSError:\n    pass",  # IPV6_FLOWLABEL_MGR
+        "print(open('/proc/net/ip6_flowlabel').read().count('\\n'))", "1\n"),  # its header only
     "inode flags on the scratch dir": (  # new files inherit them
         "import fcntl, os\nfd = os.open('/tmp', os.O_RDONLY)\n"
         "fcntl.ioctl(fd, 0x40086602, (0xC0).to_bytes(8, 'little'))",  # FS_IOC_SETFLAGS NOATIME | NODUMP
@@ -434,6 +448,34 @@ def test_5_a_run_leaves_nothing_in_the_kernel_for_the_next(sandbox, left):
     attack, probe, expected = LEFT_IN_THE_KERNEL[left]
     assert py(sandbox, attack).exit_code is not None
     assert py(sandbox, probe, limits=Limits(output_bytes=2**20)).stdout == expected
+
+
+def test_5_only_unix_ip_and_netlink_sockets(sandbox):
+    code = """
+        import socket
+        for family in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):
+            socket.socket(family, socket.SOCK_DGRAM).close()
+        for family in (socket.AF_VSOCK, socket.AF_ALG, socket.AF_PACKET):  # vsock and AF_ALG: in no namespace
+            try:
+                socket.socket(family, socket.SOCK_SEQPACKET)
+                print("made", family)
+            except PermissionError:
+                print("refused")
+    """
+    assert py(sandbox, code).stdout == "refused\n" * 3
+
+
+def test_5_a_reused_sandbox_keeps_no_ipc_or_tcp_state(sandbox):
+    if not isinstance(sandbox, DockerSandbox) and not sandbox.reuse:
+        pytest.skip("a fresh bwrap per run: its namespaces are new each run")
+    code = "import sys\nfor key in sys.argv[1:]: print(open('/proc/sys/' + key.replace('.', '/')).read().split())"
+    result = py(sandbox, code, *SANDBOX_SYSCTLS)
+    assert result.stdout.splitlines() == [str(value.split()) for value in SANDBOX_SYSCTLS.values()]
+
+
+def test_5_stdin_larger_than_a_file_may_be(sandbox):
+    stdin = b"x" * (Limits().file_bytes + 1)
+    assert py(sandbox, "import sys; print(len(sys.stdin.buffer.read()))", stdin=stdin).stdout == f"{len(stdin)}\n"
 
 
 # --- 6. secrets ------------------------------------------------------------------------------------------------------
