@@ -12,9 +12,9 @@ memory cgroup's OOM kills during it, timeout, and `reset=ok` or what the reset c
 waits for the next job, or exits: on EOF, after TTL_S without a job, or when the reset was not clean.
 
 At start it empties its capability bounding and inheritable sets, which its children inherit, installs a seccomp
-filter (`seccomp_filter`: no keyrings, no socket families but unix, IPv4, IPv6 and netlink, no IPv6 flow labels),
-closes every fd but 0-2, and makes the scratch dir belong to 65534 (mode 0700). For each job it forks the
-program: oom_score_adj 1000 (the OOM killer takes it, not the agent), its own session, no supplementary groups,
+filter (`seccomp_filter`: no keyrings, no io_uring, no socket families but unix, IPv4, IPv6 and netlink, no IPv6
+flow labels), closes every fd but 0-2, and makes the scratch dir belong to 65534 (mode 0700). For each job it forks
+the program: oom_score_adj 1000 (the OOM killer takes it, not the agent), its own session, no supplementary groups,
 uid:gid 65534:65534 (every capability is gone, and with no_new_privs and an empty bounding set none can come back),
 the files written into the scratch dir (its cwd), `stdin` from a memfd, the job's hard rlimits and environment. The
 agent waits for it, reaping every orphan, until it exits or the wall deadline; then the reset: SIGKILL to every
@@ -52,12 +52,14 @@ BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
 X32 = 0x40000000
 # By audit arch: (syscalls that fail with EPERM, socket, setsockopt). The kernel's keyrings (add_key, request_key,
 # keyctl) are not namespaced enough: a uid's user keyring lives as long as its user namespace, so a run could leave a
-# key for the next one. i386's socketcall hides its arguments from the filter: it fails too.
+# key for the next one. io_uring (setup, enter, register) would make sockets and set options past this filter, and
+# i386's socketcall hides its arguments from it: they fail too.
+IO_URING = (425, 426, 427)
 SYSCALLS = {
-    0xC000003E: ((248, 249, 250, X32 | 248, X32 | 249, X32 | 250),  # x86_64, and x32 (X32 | its numbers)
+    0xC000003E: ((248, 249, 250, *IO_URING, *(X32 | nr for nr in (248, 249, 250, *IO_URING))),  # x86_64, x32
                  (41, X32 | 41), (54, X32 | 54, X32 | 541)),
-    0x40000003: ((286, 287, 288, 102), (359,), (366,)),  # i386
-    0xC00000B7: ((217, 218, 219), (198,), (208,)),  # aarch64
+    0x40000003: ((286, 287, 288, *IO_URING, 102), (359,), (366,)),  # i386
+    0xC00000B7: ((217, 218, 219, *IO_URING), (198,), (208,)),  # aarch64
 }
 # socket() families a program may use (AF_VSOCK, for one, is not in any namespace: it reaches the host and the other
 # sandboxes); setsockopt(IPPROTO_IPV6, IPV6_FLOWLABEL_MGR) fails: a flow label lingers after its socket

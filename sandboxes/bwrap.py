@@ -13,8 +13,9 @@ Every run gets:
 - the scratch directory /tmp: a private tmpfs of `scratch_bytes`, the cwd and $HOME, holding `files` (nothing is
   written on the host's disk, so there is nothing to clean up there);
 - uid and gid 65534 inside and out, no capabilities, no_new_privs, a new session (no TIOCSTI into our terminal),
-  the agent's seccomp filter (no keyrings, no socket families but unix, IPv4, IPv6 and netlink: AF_VSOCK is in no
-  namespace; no IPv6 flow labels), an environment of only PATH, HOME, LANG, PYTHONDONTWRITEBYTECODE and PWD;
+  the agent's seccomp filter (no keyrings, no io_uring, no socket families but unix, IPv4, IPv6 and netlink:
+  AF_VSOCK is in no namespace; no IPv6 flow labels), an environment of only PATH, HOME, LANG,
+  PYTHONDONTWRITEBYTECODE and PWD;
 - hard rlimits: CPU, address space, processes, file size, open files, no core files;
 - a wall-clock deadline and per-stream output caps; `run` returns only once every process of the run is gone.
 

@@ -465,6 +465,12 @@ def test_5_only_unix_ip_and_netlink_sockets(sandbox):
     assert py(sandbox, code).stdout == "refused\n" * 3
 
 
+def test_5_no_io_uring_which_would_make_sockets_past_the_filter(sandbox):
+    code = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n" \
+        "print(libc.syscall(425, 8, ctypes.create_string_buffer(120)), ctypes.get_errno())"  # io_uring_setup
+    assert py(sandbox, code).stdout == "-1 1\n"  # EPERM
+
+
 def test_5_a_reused_sandbox_keeps_no_ipc_or_tcp_state(sandbox):
     if not isinstance(sandbox, DockerSandbox) and not sandbox.reuse:
         pytest.skip("a fresh bwrap per run: its namespaces are new each run")
