@@ -62,7 +62,8 @@ class RunResult:
     stderr: str
     wall_s: float
     cpu_s: float
-    """User + system CPU time of all the run's processes (those that were waited for)."""
+    """User + system CPU time of the run's processes: all of them in Docker (its cgroup's), those that were waited for
+    with bubblewrap (a child the kernel reaps, its parent ignoring SIGCHLD, is missed)."""
     stopped: Stop
     """Why it stopped: "exit" (on its own), "timeout" (wall or CPU limit), "memory", "output" (cap), "signal"."""
 

@@ -2,12 +2,12 @@
 its pid namespace, with only the capabilities its work needs. It runs jobs from its stdin one at a time, each as a
 fresh unprivileged program, and resets the sandbox after each. The sandbox's own python3 runs it (`python3 -I -S
 agent.py TTL_S`: bwrap binds this file read-only, Docker passes its source with -c); stdlib only. We import only
-`seccomp_filter`, for the bubblewrap sandboxes made fresh for each run.
+`seccomp_filter` and `set_off_unix_gc`, for the bubblewrap sandboxes made fresh for each run.
 
 Protocol on stdin, once per run: 8 bytes of header length, the JSON header {argv, env, files: [[name, size]],
 stdin: size, rlimits: [[resource, soft, hard]], wall_s, nonce}, the files' bytes in order, then the program's stdin
 (size bytes). The program inherits the agent's stdout and stderr. After the run, once every process of it is gone,
-the agent writes END(nonce) to stdout and the trailer (nonce, exit status, CPU time of every process of the run, the
+the agent writes END(nonce) to stdout and the trailer (nonce, exit status, CPU time of the run's processes, the
 memory cgroup's OOM kills during it, timeout, and `reset=ok` or what the reset could not undo) to stderr; then it
 waits for the next job, or exits: on EOF, after TTL_S without a job, or when the reset was not clean.
 
@@ -41,6 +41,8 @@ import sys
 import time
 
 NOBODY, SCRATCH = 65534, "/tmp"
+# the sandbox's CPU use where it has a cgroup of its own (Docker): v1 in ns, or v2's first line "usage_usec N"
+CPU_FILES = ("/sys/fs/cgroup/cpuacct/cpuacct.usage", "/sys/fs/cgroup/cpu.stat")
 OOM_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
 PR_CAPBSET_DROP = 24
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -50,20 +52,26 @@ PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 SECCOMP_RET_ALLOW, SECCOMP_RET_EPERM = 0x7FFF0000, 0x00050001
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
 X32 = 0x40000000
-# By audit arch: (syscalls that fail with EPERM, socket, setsockopt). The kernel's keyrings (add_key, request_key,
+# By audit arch: (syscalls that fail with EPERM, socket and socketpair, setsockopt). The kernel's keyrings (add_key, request_key,
 # keyctl) are not namespaced enough: a uid's user keyring lives as long as its user namespace, so a run could leave a
 # key for the next one. io_uring (setup, enter, register) would make sockets and set options past this filter, and
 # i386's socketcall hides its arguments from it: they fail too.
 IO_URING = (425, 426, 427)
 SYSCALLS = {
     0xC000003E: ((248, 249, 250, *IO_URING, *(X32 | nr for nr in (248, 249, 250, *IO_URING))),  # x86_64, x32
-                 (41, X32 | 41), (54, X32 | 54, X32 | 541)),
-    0x40000003: ((286, 287, 288, *IO_URING, 102), (359,), (366,)),  # i386
-    0xC00000B7: ((217, 218, 219, *IO_URING), (198,), (208,)),  # aarch64
+                 (41, 53, X32 | 41, X32 | 53), (54, X32 | 54, X32 | 541)),
+    0x40000003: ((286, 287, 288, *IO_URING, 102), (359, 360), (366,)),  # i386
+    0xC00000B7: ((217, 218, 219, *IO_URING), (198, 199), (208,)),  # aarch64
 }
-# socket() families a program may use (AF_VSOCK, for one, is not in any namespace: it reaches the host and the other
-# sandboxes); setsockopt(IPPROTO_IPV6, IPV6_FLOWLABEL_MGR) fails: a flow label lingers after its socket
-SOCKET_FAMILIES = (1, 2, 10, 16)  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
+# The sockets a program may make: family -> protocols (None: any). AF_VSOCK, for one, is in no namespace: it reaches
+# the host and the other sandboxes; netlink's uevents show the host's devices; a protocol not built in makes a modular
+# kernel load its module. setsockopt(IPPROTO_IPV6, IPV6_FLOWLABEL_MGR) fails: a flow label lingers after its socket.
+SOCKETS = {
+    1: None,  # AF_UNIX
+    2: (0, 1, 6, 17),  # AF_INET: default, ICMP (ping sockets), TCP, UDP
+    10: (0, 6, 17, 58),  # AF_INET6: default, TCP, UDP, ICMPv6
+    16: (0, 4),  # AF_NETLINK: route, sock_diag
+}
 IPPROTO_IPV6, IPV6_FLOWLABEL_MGR = 41, 32
 
 
@@ -104,6 +112,21 @@ class CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
+def cpu_seconds():
+    """CPU seconds the sandbox's processes but this agent have used: by its cgroup where it has one (every process
+    counts), else by the children reaped (a child the kernel reaps because its parent ignores SIGCHLD is missed)."""
+    agent = resource.getrusage(resource.RUSAGE_SELF)
+    for path in CPU_FILES:
+        try:
+            with open(path) as f:
+                words = f.readline().split()
+        except OSError:
+            continue
+        return (int(words[0]) / 1e9 if len(words) == 1 else int(words[1]) / 1e6) - agent.ru_utime - agent.ru_stime
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime
+
+
 def drop_inheritable_capabilities():
     """Empty the bounding and inheritable sets: no execve of ours or our children's can ever grant a capability
     again (the agent keeps the ones it holds)."""
@@ -124,15 +147,20 @@ def drop_inheritable_capabilities():
 
 def seccomp_filter():
     """The seccomp BPF program (struct sock_filter[], as bwrap's --seccomp reads it) that fails what SYSCALLS and
-    SOCKET_FAMILIES rule out with EPERM and allows everything else."""
+    SOCKETS rule out with EPERM and allows everything else."""
     arch, nr, args = 4, 0, (16, 24, 32)  # offsets in struct seccomp_data (an argument's low half: little-endian)
     lines = [("ld", arch)] + [("jeq", a, f"arch {a:x}") for a in SYSCALLS] + [("ret", SECCOMP_RET_ALLOW)]
     for a, (denied, socket, setsockopt) in SYSCALLS.items():
         lines += [f"arch {a:x}", ("ld", nr)] + [("jeq", n, "deny") for n in denied] + [
             ("jeq", n, "socket") for n in socket] + [("jeq", n, "setsockopt") for n in setsockopt] + [
             ("ret", SECCOMP_RET_ALLOW)]
-    lines += ["socket", ("ld", args[0])] + [("jeq", family, "allow") for family in SOCKET_FAMILIES] + [
-        ("ret", SECCOMP_RET_EPERM)]
+    lines += ["socket", ("ld", args[0])] + [
+        ("jeq", family, "allow" if protocols is None else f"family {family}") for family, protocols in SOCKETS.items()
+    ] + [("ret", SECCOMP_RET_EPERM)]
+    for family, protocols in SOCKETS.items():
+        if protocols is not None:
+            lines += [f"family {family}", ("ld", args[2])] + [("jeq", p, "allow") for p in protocols] + [
+                ("ret", SECCOMP_RET_EPERM)]
     lines += ["setsockopt", ("ld", args[1]), ("jeq", IPPROTO_IPV6, "ipv6"), ("ret", SECCOMP_RET_ALLOW),
               "ipv6", ("ld", args[2]), ("jeq", IPV6_FLOWLABEL_MGR, "deny"), ("ret", SECCOMP_RET_ALLOW)]
     lines += ["allow", ("ret", SECCOMP_RET_ALLOW), "deny", ("ret", SECCOMP_RET_EPERM)]
@@ -229,17 +257,23 @@ def settled_sockets():
     return counts[-1]
 
 
-def sockets_closed(baseline):
-    """No socket of the run is left. Sockets whose only fds are in flight in each other's queues live on until the
-    kernel's unix garbage collector runs: set it off (send an fd, close both ends) and give it 100 ms."""
-    if sockets() == baseline:
-        return True
+def set_off_unix_gc():
+    """Make the kernel's unix garbage collector run (global: it frees every cycle of sockets kept alive only by fds
+    in flight, each of which counts against its uid's limit): send a socket over itself and close it."""
     import _socket
 
     ends = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     ends[0].sendmsg([b"x"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, ends[0].fileno().to_bytes(4, sys.byteorder))])
     for end in ends:
         end.close()
+
+
+def sockets_closed(baseline):
+    """No socket of the run is left. Sockets whose only fds are in flight in each other's queues live on until the
+    kernel's unix garbage collector runs: set it off (send an fd, close both ends) and give it 100 ms."""
+    if sockets() == baseline:
+        return True
+    set_off_unix_gc()
     for _ in range(100):
         time.sleep(0.001)
         if sockets() == baseline:
@@ -314,8 +348,7 @@ def serve(job, streams, baseline):
     argv, env = job["argv"], job["env"]
     path = executable(argv[0], env.get("PATH", ""))
     rlimits = [(getattr(resource, name), soft, hard) for name, soft, hard in job["rlimits"]]
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu, oom, timeout, status = usage.ru_utime + usage.ru_stime, oom_kills(), 0, None
+    cpu, oom, timeout, status = cpu_seconds(), oom_kills(), 0, None
     signal.setitimer(signal.ITIMER_REAL, max(job["wall_s"], 0.001))
     try:
         pid = os.fork()
@@ -335,10 +368,10 @@ def serve(job, streams, baseline):
     os.close(stdin)
     reset_left = reset(streams, baseline)
     code = os.waitstatus_to_exitcode(status) if status is not None else -signal.SIGKILL
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu_seconds() - cpu
     os.write(1, b"\0sandbox: end %s\n" % job["nonce"].encode())
     os.write(2, b"\0sandbox: end %s status=%d cpu=%.6f oom=%d timeout=%d reset=%s\n" % (
-        job["nonce"].encode(), code if code >= 0 else 128 - code, usage.ru_utime + usage.ru_stime - cpu,
+        job["nonce"].encode(), code if code >= 0 else 128 - code, max(cpu, 0),
         oom_kills() - oom, timeout, reset_left.encode()))
     if reset_left != "ok":
         os._exit(1)

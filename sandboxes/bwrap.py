@@ -69,8 +69,15 @@ What this does NOT protect against:
   (uptime, load, CPU and memory totals, kernel version);
 - the host's CPU: a run uses up to all cores until its wall deadline (no cgroup: no CPU share, no priority);
 - memory in total: limits are per process, so a run can hold up to `processes * memory_bytes` of address space,
-  plus kernel memory no rlimit counts (pipe buffers, sockets, memfds up to `file_bytes` each);
-- exhaustion of kernel-wide tables (pids, inodes, file handles) by many runs at once;
+  plus kernel memory no rlimit counts (pipe buffers, sockets, memfds up to `file_bytes` each, and the scratch
+  tmpfs's inodes: `--size` caps its bytes, not its files, ~1 KiB of kernel memory each until the run ends);
+- exhaustion of kernel-wide tables (pids, inodes, file handles) by many runs at once, and of uid 65534's per-user
+  limits, which every sandbox's program shares (inotify instances, fds in flight over unix sockets): a run can make
+  them fail for runs at the same time;
+- kernel-wide counters shared by every network namespace: the TCP ephemeral port a connect gets moves with how many
+  connects any sandbox made (a covert channel between runs, like the pid counter);
+- a true `cpu_s`: it counts the processes that were waited for, so a program can hide the CPU of children it lets
+  the kernel reap (SIGCHLD ignored); RLIMIT_CPU still stops each process;
 - anything readable under /usr: it is the host's, read-only, and visible to the program (so is the agent's source).
 """
 
@@ -93,7 +100,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from sandboxes import Limits, RunResult, Sandbox, SandboxError, Stop, finished
-from sandboxes.agent import seccomp_filter
+from sandboxes.agent import seccomp_filter, set_off_unix_gc
 from sandboxes.agent_client import (
     AGENT_CAPS, AGENT_PATH, ATTEMPTS, ENV, GRACE_S, SANDBOX_SYSCTLS, SCRATCH, TTL_S, Streams, job, rlimits,
 )
@@ -460,6 +467,7 @@ class BwrapSandbox(Sandbox):
             kill_sandbox(proc.pid)
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
+            set_off_unix_gc()  # sockets the run left only in flight still count against uid 65534's limit
             for closable in (proc.stdout, proc.stderr):
                 closable.close()
             os.close(pidfd)

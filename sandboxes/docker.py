@@ -8,9 +8,9 @@ between them by a trusted agent; anything about a reset that is not clean and th
 The image (`selfplay-sandbox:bookworm`) is a debootstrapped Debian with python3, built without a registry. A container
 (its create, start and remove cost Docker ~0.2 s of CPU, hence the reuse) is made ahead of its runs with:
 - `--network none` (only its own loopback), `--ipc none` (no /dev/shm) and `SANDBOX_SYSCTLS` (no SysV shared memory,
-  semaphores or message queues, no POSIX message queue, no TCP TIME_WAIT: nothing to leave behind there), a
-  read-only root, and one writable place: the scratch dir /tmp, a tmpfs of `scratch_bytes` (nosuid, nodev, noexec,
-  owned by 65534, mode 0700), the cwd and $HOME;
+  semaphores or message queues, no POSIX message queue, no TCP TIME_WAIT, metrics or Fast Open, no MPTCP: nothing
+  to leave behind there), a read-only root, and one writable place: the scratch dir /tmp, a tmpfs of `scratch_bytes`
+  and one file per KiB of it (nosuid, nodev, noexec, owned by 65534, mode 0700), the cwd and $HOME;
 - every capability dropped but `AGENT_CAPS` (SETUID, SETGID, SETPCAP, KILL, DAC_OVERRIDE, FOWNER, for the agent
   alone), no-new-privileges, Docker's default seccomp profile;
 - a memory cgroup of `memory_bytes` (swap included), a pids cgroup of `processes` (the agent counts as one), ulimits
@@ -53,7 +53,11 @@ What this does NOT protect against:
   and memory totals, kernel version, the cgroup's own counters, which also carry over between runs of a container);
 - the host's CPU: no CPU quota, a run may use every core until its deadline;
 - the Docker daemon: whoever can talk to it is root on the host; a flood of runs loads dockerd and containerd;
-- exhaustion of kernel-wide tables (inodes, file handles) by many runs at once;
+- exhaustion of kernel-wide tables (inodes, file handles) by many runs at once, and of uid 65534's per-user limits,
+  which every sandbox's program shares (inotify instances, fds in flight over unix sockets): a run can make them
+  fail for runs at the same time;
+- kernel-wide counters shared by every network namespace: the TCP ephemeral port a connect gets moves with how many
+  connects any sandbox made (a covert channel between runs, like the pid counter);
 - anything readable in the image: it is public, read-only and visible to the program (the agent's source too).
 """
 
@@ -107,6 +111,11 @@ def container_limits(limits: Limits) -> Limits:
 
 
 DOCKER_ULIMITS = {"RLIMIT_NOFILE": "nofile", "RLIMIT_CORE": "core"}  # also the agent's: no CPU, no file size
+
+
+def scratch_inodes(limits: Limits) -> int:
+    """Files the scratch tmpfs may hold: one per KiB of it (each costs the host kernel memory, whatever its size)."""
+    return max(limits.scratch_bytes // 1024, 64)
 
 
 def owner() -> str:
@@ -169,7 +178,8 @@ class DockerSandbox(Sandbox):
             security_opt=["no-new-privileges"], pids_limit=limits.processes, mem_limit=limits.memory_bytes,
             memswap_limit=limits.memory_bytes, log_config=docker.types.LogConfig(type="none"),
             sysctls=SANDBOX_SYSCTLS,
-            tmpfs={SCRATCH: f"rw,nosuid,nodev,noexec,size={limits.scratch_bytes},uid=65534,gid=65534,mode=0700"},
+            tmpfs={SCRATCH: f"rw,nosuid,nodev,noexec,size={limits.scratch_bytes},nr_inodes={scratch_inodes(limits)},"
+                            "uid=65534,gid=65534,mode=0700"},
             ulimits=[docker.types.Ulimit(name=DOCKER_ULIMITS[name], soft=soft, hard=hard)
                      for name, soft, hard in rlimits(limits, processes=False) if name in DOCKER_ULIMITS],
         )

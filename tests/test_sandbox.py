@@ -455,14 +455,57 @@ def test_5_only_unix_ip_and_netlink_sockets(sandbox):
         import socket
         for family in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):
             socket.socket(family, socket.SOCK_DGRAM).close()
-        for family in (socket.AF_VSOCK, socket.AF_ALG, socket.AF_PACKET):  # vsock and AF_ALG: in no namespace
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP).close()
+        refused = [
+            lambda: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM),  # vsock and AF_ALG are in no namespace
+            lambda: socket.socketpair(socket.AF_VSOCK, socket.SOCK_STREAM),
+            lambda: socket.socket(socket.AF_ALG, socket.SOCK_SEQPACKET),
+            lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM),
+            lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15),  # uevents: the host's devices
+            lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM, 132),  # SCTP: a module to load
+        ]
+        for make in refused:
             try:
-                socket.socket(family, socket.SOCK_SEQPACKET)
-                print("made", family)
+                make()
+                print("made")
             except PermissionError:
                 print("refused")
     """
-    assert py(sandbox, code).stdout == "refused\n" * 3
+    assert py(sandbox, code).stdout == "refused\n" * 6
+
+
+def test_5_cpu_time_of_children_the_kernel_reaped(sandbox):
+    code = """
+        import os, select, signal, time
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel, not waited for
+        pid = os.fork()
+        if pid == 0:
+            t = time.process_time()
+            while time.process_time() - t < 0.5: pass
+            os._exit(0)
+        select.select([os.pidfd_open(pid)], [], [])
+    """
+    result = py(sandbox, code)
+    assert result.ok
+    if isinstance(sandbox, DockerSandbox):
+        assert result.cpu_s >= 0.5
+    else:  # documented: bubblewrap counts only the processes that were waited for
+        assert result.cpu_s < 0.5
+
+
+def test_5_docker_scratch_holds_one_file_per_kib(sandbox):
+    if not isinstance(sandbox, DockerSandbox):
+        pytest.skip("bwrap's tmpfs caps bytes only (documented)")
+    code = """
+        import os
+        n = 0
+        try:
+            while True:
+                os.close(os.open(str(n), os.O_CREAT | os.O_WRONLY)); n += 1
+        except OSError as error:
+            print(n <= 1024, error.errno)
+    """
+    assert py(sandbox, code, limits=Limits(scratch_bytes=2**20)).stdout == "True 28\n"  # ENOSPC
 
 
 def test_5_no_io_uring_which_would_make_sockets_past_the_filter(sandbox):
