@@ -52,10 +52,10 @@ PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 SECCOMP_RET_ALLOW, SECCOMP_RET_EPERM = 0x7FFF0000, 0x00050001
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
 X32 = 0x40000000
-# By audit arch: (syscalls that fail with EPERM, socket and socketpair, setsockopt). The kernel's keyrings (add_key, request_key,
-# keyctl) are not namespaced enough: a uid's user keyring lives as long as its user namespace, so a run could leave a
-# key for the next one. io_uring (setup, enter, register) would make sockets and set options past this filter, and
-# i386's socketcall hides its arguments from it: they fail too.
+# By audit arch: (syscalls that fail with EPERM, socket and socketpair, setsockopt). The kernel's keyrings (add_key,
+# request_key, keyctl) are not namespaced enough: a uid's user keyring lives as long as its user namespace, so a run
+# could leave a key for the next one. io_uring (setup, enter, register) would make sockets and set options past this
+# filter, and i386's socketcall hides its arguments from it: they fail too.
 IO_URING = (425, 426, 427)
 SYSCALLS = {
     0xC000003E: ((248, 249, 250, *IO_URING, *(X32 | nr for nr in (248, 249, 250, *IO_URING))),  # x86_64, x32
