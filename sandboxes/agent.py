@@ -12,17 +12,17 @@ memory cgroup's OOM kills during it, timeout, and `reset=ok` or what the reset c
 waits for the next job, or exits: on EOF, after TTL_S without a job, or when the reset was not clean.
 
 At start it empties its capability bounding and inheritable sets, which its children inherit, installs a seccomp
-filter (`seccomp_filter`: no keyrings, no io_uring, no socket families but unix, IPv4, IPv6 and netlink, no IPv6
-flow labels), closes every fd but 0-2, and makes the scratch dir belong to 65534 (mode 0700). For each job it forks
-the program: oom_score_adj 1000 (the OOM killer takes it, not the agent), its own session, no supplementary groups,
-uid:gid 65534:65534 (every capability is gone, and with no_new_privs and an empty bounding set none can come back),
-the files written into the scratch dir (its cwd), `stdin` from a memfd, the job's hard rlimits and environment. The
-agent waits for it, reaping every orphan, until it exits or the wall deadline; then the reset: SIGKILL to every
-process but itself (kill -1, repeated, reaping, until none is left: uid 65534 cannot signal the agent), a check that
-/proc lists only itself; stdout and stderr given back the status flags and pipe size they had, and no lock (a
-program shares them, as open pipes); the scratch dir emptied (its mode, owner, xattrs and inode flags too) and
-checked empty with all its blocks free; and a check that the network namespace holds no more sockets than at the
-start (sockets that only fds in flight keep alive are freed by setting off the kernel's unix garbage collector).
+filter (`seccomp_filter`: no keyrings, no io_uring, no sockets but unix, IPv4/6 TCP, UDP and ping, netlink route and
+diag, no IPv6 flow labels), closes every fd but 0-2, and makes the scratch dir belong to 65534 (mode 0700). For each
+job it forks the program: oom_score_adj 1000 (the OOM killer takes it, not the agent), its own session, no
+supplementary groups, uid:gid 65534:65534 (every capability is gone, and with no_new_privs and an empty bounding set
+none can come back), the files written into the scratch dir (its cwd), `stdin` from a memfd, the job's hard rlimits
+and environment. The agent waits for it, reaping every orphan, until it exits or the wall deadline; then the reset:
+SIGKILL to every process but itself (kill -1, repeated, reaping, until none is left: uid 65534 cannot signal the
+agent), a check that /proc lists only itself; stdout and stderr given back the status flags and pipe size they had,
+and no lock (a program shares them, as open pipes); the scratch dir emptied (its mode, owner, xattrs and inode flags
+too) and checked empty with all its blocks free; and a check that the network namespace holds no more sockets than at
+the start (sockets that only fds in flight keep alive are freed by setting off the kernel's unix garbage collector).
 
 The child does little Python between fork and exec: each object it touches copies a page of the agent's memory.
 """

@@ -13,8 +13,8 @@ Every run gets:
 - the scratch directory /tmp: a private tmpfs of `scratch_bytes`, the cwd and $HOME, holding `files` (nothing is
   written on the host's disk, so there is nothing to clean up there);
 - uid and gid 65534 inside and out, no capabilities, no_new_privs, a new session (no TIOCSTI into our terminal),
-  the agent's seccomp filter (no keyrings, no io_uring, no socket families but unix, IPv4, IPv6 and netlink:
-  AF_VSOCK is in no namespace; no IPv6 flow labels), an environment of only PATH, HOME, LANG,
+  the agent's seccomp filter (no keyrings, no io_uring, no sockets but unix, IPv4/6 TCP, UDP and ping, netlink
+  route and diag: AF_VSOCK is in no namespace; no IPv6 flow labels), an environment of only PATH, HOME, LANG,
   PYTHONDONTWRITEBYTECODE and PWD;
 - hard rlimits: CPU, address space, processes, file size, open files, no core files;
 - a wall-clock deadline and per-stream output caps; `run` returns only once every process of the run is gone.
@@ -30,8 +30,8 @@ sandbox. bwrap runs as uid 65533 on the host (through coreutils' `chroot --users
 fd`) while we map two ids into its user namespace, 0 to 65533 and 65534 to 65534 (the kernel lets only root map more
 than one), and, through `nsenter`, set its IPC limits to 0 (no SysV or POSIX IPC object can outlive a run) and its
 `user.max_user_namespaces` to 0 and its network sysctls as `SANDBOX_SYSCTLS` lists (no TIME_WAIT, TCP metrics,
-Fast Open or MPTCP state). The program and the agent have different uids, so
-the program cannot signal, ptrace or prlimit the agent. A run costs ~2 ms of CPU more than the bare program on the
+Fast Open or MPTCP state). The program and the agent have different uids, so the program cannot signal, ptrace or
+prlimit the agent. A run costs ~2 ms of CPU more than the bare program on the
 2-core reference VM (0.85x its rate), most of it the agent's fork and reset: `bench/sandbox_exec.py`. Shared between
 runs of one sandbox (what the reset does not undo): its namespaces (loopback only, SysV/POSIX IPC off, no TCP
 state kept, no socket left), the tmpfs's inode numbers and timestamps, and the agent process; so a run written to
@@ -63,8 +63,8 @@ Why a run stopped (`RunResult.stopped`):
 
 What this does NOT protect against:
 - kernel bugs: the program makes syscalls to the host kernel (the seccomp filter fails only the few listed above),
-  namespaces are not a VM; a kernel bug that gives a program the agent's powers in a reused
-  sandbox also gives it that sandbox's next runs;
+  namespaces are not a VM; a kernel bug that gives a program the agent's powers in a reused sandbox also gives it
+  that sandbox's next runs;
 - side channels (timing, cache, Spectre-class) and reading the host's kernel-wide information that /proc shows
   (uptime, load, CPU and memory totals, kernel version);
 - the host's CPU: a run uses up to all cores until its wall deadline (no cgroup: no CPU share, no priority);
@@ -115,6 +115,7 @@ DEVICES = ("null", "zero", "random", "urandom")
 # bwrap makes the parents of what it mounts with mode 0700, owned by its uid: the agent's, not the program's
 OPEN_DIRS = [arg for path in ("/dev", "/etc") for arg in ("--perms", "0755", "--dir", path)]
 READY = b"sandbox: ready\n"
+SECCOMP_FILTER = seccomp_filter()  # the agent's, for fresh sandboxes (bwrap --seccomp)
 INSTALL = "install bubblewrap (apt-get install bubblewrap, or dnf install bubblewrap)"
 # Each of the sandbox's mounts costs bwrap a bind, a remount and a parse of /proc/self/mountinfo: a /dev of our own
 # with only the common devices is cheaper than `--dev` (which adds a tmpfs, tty, full and a devpts instance).
@@ -398,7 +399,7 @@ class BwrapSandbox(Sandbox):
 
     def command(self, argv: list[str], files: dict[str, int], limits: Limits, seccomp: int) -> list[str]:
         """The bwrap command line; `files` maps a scratch-relative path to the fd holding its content, `seccomp` is
-        the fd of the agent's seccomp filter."""
+        the fd holding SECCOMP_FILTER."""
         cmd = [*self.drop, self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
                "--seccomp", str(seccomp),
                "--as-pid-1", "--new-session", "--clearenv", "--uid", str(NOBODY), "--gid", str(NOBODY), *self.binds,
@@ -415,7 +416,7 @@ class BwrapSandbox(Sandbox):
 
     def run_fresh(self, argv: list[str], files: Mapping[str, str | bytes], stdin: bytes, limits: Limits) -> RunResult:
         fds: dict[str, int] = {}
-        stdin_fd, seccomp = None, memfd(seccomp_filter())
+        stdin_fd, seccomp = None, memfd(SECCOMP_FILTER)
         try:
             for name, content in files.items():
                 if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
