@@ -11,7 +11,11 @@ played in, and `None` marks a row that is not chess (no FEN). The function's nam
 - `best_move_reward`: 1 if the move is the engine's best move, or one of the row's `bm` moves (EPD, puzzles);
 - `solve_reward`: 1 if the move is one of the row's `bm` moves and none of its `am` moves (None without them);
 - `legal_move_reward`: 1 if the answer names a legal move;
-- `format_reward`: 1 if the answer is one move and nothing else (bare, in a code span or in a <move> tag).
+- `format_reward`: 1 if the answer is one move and nothing else (bare, in a code span or in a <move> tag);
+- `rank_reward`: where the move ranks among all legal moves by engine reward, 1 for the best, 0 for the worst.
+
+`legal_move_scores(boards)` gives the engine reward of every legal move of each position (cached by the pool): the
+exact mean over them is what a uniformly random legal move scores, the reference every policy is compared with.
 
 The answer is the first move-shaped token (UCI or SAN, `+`/`#` allowed) in the text. Policy failures are rewards:
 unparsable or illegal answers score 0. Infrastructure failures are exceptions (`EngineError`, after bounded
@@ -29,7 +33,7 @@ from rewards.chess_engine import EngineError, EnginePool
 from rewards.completions import completion_text
 
 __all__ = ["EngineError", "EnginePool", "best_move_reward", "engine_reward", "format_reward", "legal_move_reward",
-           "parse_move", "solve_reward", "use_engine_pool"]
+           "legal_move_scores", "parse_move", "rank_reward", "solve_reward", "use_engine_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,37 @@ def engine_reward(prompts, completions, *, fen, **kwargs) -> list[float | None]:
     scored = [i for i, move in enumerate(moves) if move is not None]
     scores = dict(zip(scored, engine_pool().score_moves([(boards[i], moves[i]) for i in scored])))
     return [None if board is None else scores.get(i, 0.0) for i, board in enumerate(boards)]
+
+
+def legal_move_scores(boards: list[chess.Board]) -> list[dict[str, float]]:
+    """Per position, the engine reward of each legal move (UCI -> [0, 1]), all positions' searches in one batch."""
+    moves = [list(board.legal_moves) for board in boards]
+    pairs = [(board, move) for board, legal in zip(boards, moves) for move in legal]
+    scores = iter(engine_pool().score_moves(pairs))
+    return [{move.uci(): next(scores) for move in legal} for legal in moves]
+
+
+def rank_reward(prompts, completions, *, fen, **kwargs) -> list[float | None]:
+    """The share of the other legal moves that score no better than the played one (ties count half): 1 for the
+    best move, 0 for the worst, 1 when it is the only move; 0 if illegal or unparsable.
+
+    The engine reward squeezes every move that does not lose towards 1; the rank spreads a group's answers evenly
+    between the best and the worst move of the position, whatever its evaluation."""
+    boards = _boards(fen)
+    moves = _moves(boards, completions)
+    scored = [i for i, move in enumerate(moves) if move is not None]
+    tables = dict(zip(scored, legal_move_scores([boards[i] for i in scored])))
+    rewards = []
+    for i, board in enumerate(boards):
+        if board is None or i not in tables:
+            rewards.append(None if board is None else 0.0)
+            continue
+        played, others = tables[i][moves[i].uci()], [v for m, v in tables[i].items() if m != moves[i].uci()]
+        if not others:
+            rewards.append(1.0)
+            continue
+        rewards.append(sum(1.0 if v < played else 0.5 if v == played else 0.0 for v in others) / len(others))
+    return rewards
 
 
 def best_move_reward(prompts, completions, *, fen, bm=None, **kwargs) -> list[float | None]:

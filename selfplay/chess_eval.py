@@ -3,8 +3,9 @@
     selfplay eval chess --positions-file puzzles.csv --adapter runs/<id>/adapters/final
     selfplay eval chess --games 20 --elo 1350,1600 --run base-elo
 
-On positions (a file, or the loop's held-out random playouts): legal-move rate, mean engine reward and expected
-score loss, best-move match, and for EPD/puzzle rows the solve rate. In games: matches against Stockfish at fixed
+On positions (a file, or the loop's held-out random playouts): skill (engine reward minus what a random legal move
+scores), legal-move rate, mean engine reward and expected score loss, best-move match, for EPD/puzzle rows the solve
+rate, and the random-legal and greedy one-ply reference players, each with a 95% bootstrap interval. In games: matches against Stockfish at fixed
 UCI_Elo levels, an Elo estimate with a 95% interval, and the games as PGN. Everything goes to runs/<run>/ as
 eval.json and games.pgn.
 """
@@ -33,7 +34,10 @@ class EvalConfig:
     adapter: str | None = None
     """LoRA adapter directory to serve on top of the model (e.g. runs/<id>/adapters/final)"""
     positions_file: str | None = None
-    """positions to answer (.epd .pgn .fen .txt, Lichess puzzle .csv); default: the loop's held-out playouts"""
+    """positions to answer (.epd .pgn .fen .txt, Lichess puzzle .csv; several comma-separated, "random" for the
+    loop's held-out playouts); default: the loop's held-out playouts"""
+    prompt_style: str = "san"
+    """the prompt the policy was trained with: san or uci (see selfplay loop --help)"""
     eval_positions: int = 100
     """how many positions (the first ones of the file)"""
     skip_bad: bool = False
@@ -69,6 +73,8 @@ class EvalConfig:
         check_engine_limit("--opponent-limit", self.opponent_limit)
         if not all(level.strip().isdigit() for level in self.elo.split(",")):
             raise ConfigError(f"--elo {self.elo!r}: expected comma-separated integers like 1350,1600")
+        if self.prompt_style not in ("san", "uci"):
+            raise ConfigError(f"--prompt-style {self.prompt_style!r}: choose san or uci")
         if not self.eval_positions and not self.games:
             raise ConfigError("nothing to evaluate: give --eval-positions above 0 or --games above 0")
 
@@ -89,14 +95,14 @@ def run_chess_eval(config: EvalConfig, console: Console | None = None) -> dict:
     lora_rank = adapter_rank(config.adapter) if config.adapter else None
     loop_like = LoopConfig(eval_file=config.positions_file, eval_positions=config.eval_positions, skip_bad=config.skip_bad,
                            engine_limit=config.engine_limit, engine_workers=config.engine_workers,
-                           engine_cache=config.engine_cache)
+                           engine_cache=config.engine_cache, prompt_style=config.prompt_style)
     rows = chess_domain.eval_rows(loop_like) if config.eval_positions else []  # a bad file stops here, nothing made
     name = config.run or f"eval__{Path(config.model.rstrip('/')).name}__{time.strftime('%Y%m%d-%H%M%S')}"
     out = create_run_dir(config.runs_dir, name)
 
     from transformers import AutoTokenizer
 
-    from selfplay.evaluate import evaluate
+    from selfplay.evaluate import eval_table, evaluate
     from selfplay.policy import VLLMPolicy
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -108,10 +114,13 @@ def run_chess_eval(config: EvalConfig, console: Console | None = None) -> dict:
             policy.load_adapter(config.adapter, 1)
         result: dict = {"model": model_path, "adapter": config.adapter, "positions_file": config.positions_file}
         if rows:
-            result["positions"] = evaluate(policy, tokenizer, rows, reward_funcs, max_tokens=config.max_completion_length)
-            console.print(f"[bold]positions[/] {result['positions']}")
+            result["positions"] = evaluate(policy, tokenizer, rows, reward_funcs, max_tokens=config.max_completion_length,
+                                           stop=chess_domain.stop_strings(loop_like),
+                                           references=chess_domain.eval_references)
+            console.print(eval_table("positions (95% intervals)", chess_domain.EVAL_METRICS, result["positions"]))
         if config.games:
-            player = PolicyPlayer(policy, tokenizer, max_tokens=config.max_completion_length, temperature=0.0)
+            player = PolicyPlayer(policy, tokenizer, max_tokens=config.max_completion_length, temperature=0.0,
+                                  style=config.prompt_style)
             matches = [
                 play_match(player, opponent_elo=level, games=config.games, engine_limit=parse_limit(config.opponent_limit),
                            seed=config.seed, retries=config.retries, pgn_path=out / "games.pgn")

@@ -66,6 +66,12 @@ class LoopConfig:
     """LoRA rank (PEFT r)"""
     lora_alpha: int = 32
     """LoRA alpha (PEFT lora_alpha)"""
+    prompt_style: str = "san"
+    """chess prompt: san (FEN, legal moves in SAN shuffled per position, one-move answers) or uci (FEN, board,
+    sorted UCI list, answers run to the token budget: the first prompt)"""
+    train_reward: str = "engine"
+    """chess reward the policy trains on: engine (expected score against the best move) or rank (rank of the move
+    among the legal moves by engine score); the other rewards are logged"""
     positions: str = "random"
     """training positions: random (seeded playouts), a file (.epd .pgn .fen .txt, Lichess puzzle .csv), or a
     weighted mix like puzzles.csv:3,random:1"""
@@ -82,7 +88,8 @@ class LoopConfig:
     eval_positions: int = 100
     """size of the held-out evaluation set, scored before and after training (0 skips evaluation)"""
     eval_file: str | None = None
-    """held-out positions from this file (its first eval_positions) instead of random playouts"""
+    """held-out position sets instead of random playouts: files (the first eval_positions of each), comma-separated,
+    "random" among them for the playouts; each set is summarised on its own"""
     eval_every: int = 0
     """also evaluate every N iterations, into eval.jsonl (0: only before and after)"""
     tasks: str = "generated"
@@ -130,6 +137,10 @@ class LoopConfig:
             raise ConfigError(f"--selfplay-opponent {self.selfplay_opponent!r}: expected self or a UCI_Elo like 1350")
         if (self.prompts_per_step * self.num_generations) % self.micro_batch_size:
             raise ConfigError("--micro-batch-size must divide --prompts-per-step x --num-generations")
+        if self.prompt_style not in ("san", "uci"):
+            raise ConfigError(f"--prompt-style {self.prompt_style!r}: choose san or uci")
+        if self.train_reward not in ("engine", "rank"):
+            raise ConfigError(f"--train-reward {self.train_reward!r}: choose engine or rank")
         if self.sandbox not in ("auto", "bwrap", "docker"):
             raise ConfigError(f"--sandbox {self.sandbox!r}: choose auto, bwrap or docker")
         if self.temperature < 0:

@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 from selfplay.config import LoopConfig
 from selfplay.dashboard import Dashboard
 from selfplay.domains import get_domain
-from selfplay.evaluate import evaluate
+from selfplay.evaluate import compare, eval_table, evaluate
 from selfplay.model import resolve_model
 from selfplay.runlog import RunLogger, append_jsonl, create_run_dir, write_json
 
@@ -55,9 +55,12 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
 
         def run_eval(label: str) -> dict:
             result = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length,
-                              stop=domain.STOP)
+                              stop=domain.stop_strings(config), references=domain.eval_references)
             append_jsonl(run_dir / "eval.jsonl", [{"label": label, **result}])
-            console.print(f"[bold]eval {label}[/] {summary(result)}")
+            if label == "before":
+                console.print(eval_table(f"held-out {label} (95% intervals)", domain.EVAL_METRICS, result))
+            else:
+                console.print(f"[bold]eval {label}[/] {summary(result, domain.EVAL_METRICS)}")
             return result
 
         results = {}
@@ -75,7 +78,7 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
                 callbacks.append(EvalEvery(config.eval_every, config.steps, run_eval))
             trainer = build_trainer(
                 config, model_path, dataset, reward_funcs, reward_weights, policy if lora else None, run_dir,
-                stats, callbacks, domain.STOP,
+                stats, callbacks, domain.stop_strings(config),
             )
             logger.trainer = trainer
             trainer.train()
@@ -90,7 +93,9 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
 
         if eval_rows:
             results["after"] = run_eval("after")
-            console.print(f"[bold]before -> after[/] {compare(results['before'], results['after'])}")
+            results["change"] = compare(eval_rows, results["before"], results["after"])
+            console.print(eval_table("held-out before -> after (95% intervals; change paired over the same rows)",
+                                     domain.EVAL_METRICS, results["after"], results["before"], results["change"]))
             write_json(run_dir / "eval.json", results)
         return results
     finally:
@@ -110,16 +115,9 @@ class EvalEvery(TrainerCallback):
             self.run_eval(f"iteration {state.global_step}")
 
 
-def metric_names(result: dict) -> list[str]:
-    return [k for k, v in result.items() if isinstance(v, float)]
-
-
-def summary(result: dict) -> str:
-    return "  ".join(f"{k} {result[k]:.3f}" for k in metric_names(result))
-
-
-def compare(before: dict, after: dict) -> str:
-    return "  ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in metric_names(before) if after.get(k) is not None)
+def summary(result: dict, metrics: dict[str, str]) -> str:
+    """One line: the domain's metrics over all held-out rows."""
+    return "  ".join(f"{label} {result[k]:.3f}" for k, label in metrics.items() if result.get(k) is not None)
 
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; we pin TRL's version

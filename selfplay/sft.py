@@ -32,6 +32,8 @@ class SFTConfig:
     """what to imitate: engine (Stockfish's best move) or samples (the policy's own best sampled answers)"""
     positions: str = "random"
     """training positions, as the loop's --positions (selfplay excepted)"""
+    prompt_style: str = "san"
+    """the chess prompt and answer notation, as the loop's --prompt-style: san or uci"""
     skip_bad: bool = False
     """skip (and count) malformed lines of position files"""
     examples: int = 512
@@ -62,6 +64,8 @@ class SFTConfig:
     def validate(self) -> None:
         if self.targets not in ("engine", "samples"):
             raise ConfigError(f"--targets {self.targets!r}: choose engine or samples")
+        if self.prompt_style not in ("san", "uci"):
+            raise ConfigError(f"--prompt-style {self.prompt_style!r}: choose san or uci")
         if "selfplay" in self.positions:
             raise ConfigError("--positions: selfplay positions come from a running loop; use random or a file here")
         for name in ("examples", "samples_per_prompt", "batch_size", "lora_rank"):
@@ -83,7 +87,8 @@ def best_sampled_answers(model_path: str, rows: list[dict], config: SFTConfig, t
     policy = VLLMPolicy(model_path, lora_rank=None, seed=config.seed)
     try:
         groups = policy.generate([encode_prompt(tokenizer, row["prompt"]) for row in rows],
-                                 n=config.samples_per_prompt, max_tokens=8, temperature=1.0)
+                                 n=config.samples_per_prompt, max_tokens=8, temperature=1.0,
+                                 stop=chess_domain.stop_strings(config))
     finally:
         policy.close()
     answers = []
@@ -99,7 +104,8 @@ def run_sft(config: SFTConfig, console: Console | None = None) -> dict:
     console = console or Console()
     model_path = resolve_model(config.model)
     loop_like = LoopConfig(positions=config.positions, train_positions=config.examples, skip_bad=config.skip_bad,
-                           engine_limit=config.engine_limit, engine_workers=config.engine_workers, seed=config.seed)
+                           engine_limit=config.engine_limit, engine_workers=config.engine_workers, seed=config.seed,
+                           prompt_style=config.prompt_style)
     rows = chess_domain.train_rows(loop_like, chess_domain.eval_rows(LoopConfig()))  # never the loop's held-out set
     out = create_run_dir(config.runs_dir, config.run or f"sft__{config.targets}__{time.strftime('%Y%m%d-%H%M%S')}")
 
@@ -115,7 +121,9 @@ def run_sft(config: SFTConfig, console: Console | None = None) -> dict:
     start = time.perf_counter()
     try:
         if config.targets == "engine":
-            answers = engines.best_moves([chess.Board(row["fen"]) for row in rows])
+            boards = [chess.Board(row["fen"]) for row in rows]
+            answers = [move if config.prompt_style == "uci" or move is None else board.san(chess.Move.from_uci(move))
+                       for board, move in zip(boards, engines.best_moves(boards))]
         else:
             answers = best_sampled_answers(model_path, rows, config, tokenizer)
     finally:

@@ -69,7 +69,9 @@ def dense_chess_domain():
         training_data=chess_domain.training_data,
         reward_funcs=reward_funcs,
         HEADLINE=chess_domain.HEADLINE,
-        STOP=chess_domain.STOP,
+        stop_strings=chess_domain.stop_strings,
+        eval_references=chess_domain.eval_references,
+        EVAL_METRICS=chess_domain.EVAL_METRICS,
     )
 
 

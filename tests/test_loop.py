@@ -58,8 +58,8 @@ def test_run_dir_holds_config_metrics_samples_and_eval(tiny_run):
     assert len(samples) == 2 * 2 * 4  # iterations x prompts x group
     assert {s["policy_version"] for s in samples} == {0, 1}
     assert set(samples[0]["rewards"]) == {
-        "engine_reward", "legal_move_reward", "best_move_reward", "solve_reward", "format_reward", "score_loss",
-        "move_chars_reward",
+        "engine_reward", "rank_reward", "legal_move_reward", "best_move_reward", "solve_reward", "format_reward",
+        "score_loss", "move_chars_reward",
     }
     for iteration in (1, 2):  # advantages are centred within each group
         advantages = [s["advantage"] for s in samples if s["iteration"] == iteration]
@@ -67,6 +67,14 @@ def test_run_dir_holds_config_metrics_samples_and_eval(tiny_run):
     evaluation = json.loads((run_dir / "eval.json").read_text())
     assert evaluation == results and evaluation["before"]["n"] == evaluation["after"]["n"] == 4
     assert evaluation["after"]["policy_version"] == 2
+    after = evaluation["after"]
+    for metric in ("skill", "random_legal", "greedy_one_ply", "engine_reward"):  # per row, with the set's interval
+        assert len(after["scores"][metric]) == 4
+        mean, low, high = after["sets"]["playouts"][metric]
+        assert low <= mean <= high and mean == pytest.approx(after[metric])
+    assert after["skill"] == pytest.approx(after["engine_reward"] - after["random_legal"])
+    change = evaluation["change"]["playouts"]["random_legal"]
+    assert change == [0.0, 0.0, 0.0]  # the references do not depend on the policy
     assert {"v1", "v2", "final"} <= {p.name for p in (run_dir / "adapters").iterdir()}
 
 

@@ -5,7 +5,7 @@
     training_data(config, rows, held_out, policy, tokenizer, stats) -> (TRL train dataset, extra trainer callbacks)
     reward_funcs(config) -> (TRL reward functions, their weights, an object to close() at the end)
     HEADLINE: the metric the progress display shows beside the reward
-    STOP: strings that end a sample (None: the end-of-sequence token or the token budget only)
+    stop_strings(config) -> strings that end a sample (None: the end-of-sequence token or the token budget only)
 """
 
 import importlib

@@ -2,13 +2,16 @@
 
 A training example is a row `{"prompt": [chat messages], "fen": FEN, "bm": [UCI] | None, "am": [UCI] | None}`; the
 columns reach the reward functions in `rewards.chess`. Training positions come from `--positions`: "random" (seeded
-random playouts), a position file (EPD, PGN, FEN list, Lichess puzzle CSV; see `chess_positions`), `selfplay`
-(positions from the policy's own games, refreshed every iteration; see `chess_selfplay`), or a weighted mix such as
-`puzzles.csv:3,selfplay:1`. The held-out set is `--eval-file`, or random playouts from a seed the
-training positions never use; its positions are removed from the training rows.
+random playouts), "mate_in_one" (generated, see `chess_tactics`), a position file (EPD, PGN, FEN list, Lichess
+puzzle CSV; see `chess_positions`), `selfplay` (positions from the policy's own games, refreshed every iteration; see
+`chess_selfplay`), or a weighted mix such as `puzzles.csv:3,selfplay:1`. The held-out sets are `--eval-file`, or
+random playouts from a seed the training positions never use; their positions are removed from the training rows.
+Held-out figures come with the random-legal and greedy reference players beside them (`chess_reference`).
 """
 
+import functools
 import random
+from pathlib import Path
 
 import chess
 from datasets import Dataset
@@ -18,15 +21,21 @@ from rewards.chess import (
     engine_reward,
     format_reward,
     legal_move_reward,
+    rank_reward,
     solve_reward,
     use_engine_pool,
 )
 from rewards.chess_engine import EnginePool, parse_limit
+from selfplay.domains.chess_reference import reference_scores
 from selfplay.domains.chess_positions import Position, PositionFileError, parse_position_mix, read_positions
+from selfplay.domains.chess_tactics import mate_in_one_positions
 from selfplay.domains.chess_selfplay import PolicyPlayer, RefreshEachIteration, SelfPlayPositions, live_dataset
 
 EVAL_SEED = 1_000_003  # training seeds are small integers: the held-out positions never overlap them by seed
-SYSTEM_PROMPT = "You are a chess engine. Reply with one legal move in UCI notation and nothing else."
+SYSTEM_PROMPTS = {
+    "san": "You are a chess engine. Reply with one legal move in SAN and nothing else.",
+    "uci": "You are a chess engine. Reply with one legal move in UCI notation and nothing else.",
+}
 
 
 def random_positions(count: int, *, seed: int, min_plies: int = 2, max_plies: int = 40) -> list[str]:
@@ -49,20 +58,31 @@ def random_positions(count: int, *, seed: int, min_plies: int = 2, max_plies: in
     return fens
 
 
-def position_prompt(fen: str) -> list[dict]:
-    """Chat messages asking for a move: the FEN, an ASCII board and the legal moves in UCI."""
+def position_prompt(fen: str, style: str = "san") -> list[dict]:
+    """Chat messages asking for a move in one of two styles:
+
+    - "san": the FEN and the legal moves in SAN (captures, checks and mates marked: `Nxe5`, `Qh7+`, `Re8#`), in an
+      order shuffled per position (seeded by the FEN), so that no place in the list is a fixed strategy;
+    - "uci": the FEN, an ASCII board and the legal moves in UCI, sorted (the first prompt: its policy learned to copy
+      the head of the list).
+    """
     board = chess.Board(fen)
     side = "White" if board.turn == chess.WHITE else "Black"
-    legal = " ".join(sorted(move.uci() for move in board.legal_moves))
-    # The legal moves come last, right before the request: the base model then copies a move from the list far
-    # more often (greedy legal rate 6% -> 50% on 50 held-out positions) than when they sit mid-prompt.
-    user = f"FEN: {fen}\n{board}\n{side} to move.\nLegal moves: {legal}\nAnswer with one of the legal moves."
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    if style == "uci":
+        legal = " ".join(sorted(move.uci() for move in board.legal_moves))
+        # The legal moves come last, right before the request: the base model then copies a move from the list far
+        # more often (greedy legal rate 6% -> 50% on 50 held-out positions) than when they sit mid-prompt.
+        user = f"FEN: {fen}\n{board}\n{side} to move.\nLegal moves: {legal}\nAnswer with one of the legal moves."
+    else:
+        moves = [board.san(move) for move in board.legal_moves]
+        random.Random(fen).shuffle(moves)
+        user = f"FEN: {fen}\n{side} to move.\nLegal moves: {' '.join(moves)}\nAnswer with one of the legal moves."
+    return [{"role": "system", "content": SYSTEM_PROMPTS[style]}, {"role": "user", "content": user}]
 
 
-def position_row(position: Position) -> dict:
+def position_row(position: Position, style: str = "san") -> dict:
     return {
-        "prompt": position_prompt(position.fen),
+        "prompt": position_prompt(position.fen, style),
         "fen": position.fen,
         "bm": list(position.best_moves) or None,
         "am": list(position.avoid_moves) or None,
@@ -70,20 +90,30 @@ def position_row(position: Position) -> dict:
 
 
 def source_positions(source: str, count: int, *, seed: int, skip_bad: bool) -> list[Position]:
-    """`count` positions from one source: "random" playouts or a position file (sampled when it holds more)."""
+    """`count` positions from one source: "random" playouts, generated "mate_in_one" positions (bm: the mates) or a
+    position file (sampled when it holds more)."""
     if source == "random":
         return [Position(fen) for fen in random_positions(count, seed=seed)]
+    if source == "mate_in_one":
+        return mate_in_one_positions(count, seed=seed)
     positions, _ = read_positions(source, skip_bad=skip_bad)
     return random.Random(seed).sample(positions, min(count, len(positions)))
 
 
 def eval_rows(config) -> list[dict]:
-    """The held-out set: the first `eval_positions` of `eval_file`, or random playouts from a seed never trained on."""
-    if config.eval_file:
-        positions = read_positions(config.eval_file, skip_bad=config.skip_bad)[0][: config.eval_positions]
-    else:
-        positions = [Position(fen) for fen in random_positions(config.eval_positions, seed=EVAL_SEED)]
-    return [position_row(p) for p in positions]
+    """The held-out sets, each row's "set" naming its own: every comma-separated entry of `eval_file` (a file: its
+    first `eval_positions`; "random" or "mate_in_one": that many generated from a seed never trained on), or the
+    playouts alone."""
+    rows = []
+    for source in (config.eval_file or "random").split(","):
+        if source == "random":
+            name, positions = "playouts", [Position(f) for f in random_positions(config.eval_positions, seed=EVAL_SEED)]
+        elif source == "mate_in_one":
+            name, positions = source, mate_in_one_positions(config.eval_positions, seed=EVAL_SEED)
+        else:
+            name, positions = Path(source).stem, read_positions(source, skip_bad=config.skip_bad)[0][: config.eval_positions]
+        rows += [{**position_row(p, config.prompt_style), "set": name} for p in positions]
+    return rows
 
 
 def train_rows(config, held_out: list[dict]) -> list[dict]:
@@ -97,7 +127,7 @@ def train_rows(config, held_out: list[dict]) -> list[dict]:
         if source != "selfplay":
             count = max(1, round(config.train_positions * weight / total))
             positions += source_positions(source, count, seed=config.seed + i, skip_bad=config.skip_bad)
-    rows = [position_row(p) for p in positions if p.fen not in excluded]
+    rows = [position_row(p, config.prompt_style) for p in positions if p.fen not in excluded]
     if positions and not rows:
         raise PositionFileError(f"--positions {config.positions}: no training positions left after the held-out set")
     random.Random(config.seed).shuffle(rows)
@@ -110,14 +140,14 @@ def training_data(config, rows: list[dict], held_out: list[dict], policy, tokeni
     mix = dict(parse_position_mix(config.positions))
     if "selfplay" not in mix:
         return Dataset.from_list(rows), []
-    player = PolicyPlayer(policy, tokenizer, max_tokens=config.max_completion_length,
-                          temperature=config.temperature, retry_temperature=config.temperature)
+    player = PolicyPlayer(policy, tokenizer, max_tokens=config.max_completion_length, temperature=config.temperature,
+                          retry_temperature=config.temperature, style=config.prompt_style)
     opponent = None if config.selfplay_opponent == "self" else int(config.selfplay_opponent)
     pool = SelfPlayPositions(player, games=config.selfplay_games, max_plies=config.selfplay_plies,
                              opponent_elo=opponent, seed=config.seed, exclude={row["fen"] for row in held_out})
     pool.refresh()  # the first round, with the policy as it starts
     share = mix["selfplay"] / sum(mix.values())
-    return live_dataset(rows, pool, share=share, seed=config.seed, to_row=position_row), [RefreshEachIteration(pool, stats)]
+    return live_dataset(rows, pool, share=share, seed=config.seed, to_row=functools.partial(position_row, style=config.prompt_style)), [RefreshEachIteration(pool, stats)]
 
 
 def score_loss(prompts, completions, *, fen, **kwargs) -> list[float | None]:
@@ -126,14 +156,43 @@ def score_loss(prompts, completions, *, fen, **kwargs) -> list[float | None]:
 
 
 def reward_funcs(config) -> tuple[list, list[float], EnginePool]:
-    """The reward functions, their weights (only the engine reward trains; the others are logged metrics), and
-    the engine pool they share, to close at the end."""
+    """The reward functions, their weights (`--train-reward`, engine or rank, trains; the others are logged
+    metrics), and the engine pool they share, to close at the end."""
     pool = EnginePool(size=config.engine_workers or None, limit=parse_limit(config.engine_limit),
                       cache_path=config.engine_cache)
     use_engine_pool(pool)
-    funcs = [engine_reward, legal_move_reward, best_move_reward, solve_reward, format_reward, score_loss]
-    return funcs, [1.0, 0.0, 0.0, 0.0, 0.0, 0.0], pool
+    funcs = [engine_reward, rank_reward, legal_move_reward, best_move_reward, solve_reward, format_reward, score_loss]
+    weights = [float(f.__name__ == f"{config.train_reward}_reward") for f in funcs]
+    return funcs, weights, pool
 
 
+def stop_strings(config) -> list[str] | None:
+    """SAN prompts get one move: the sample ends at the first space or newline (the move is the whole answer, and
+    no token after it gets the move's advantage). UCI prompts run to the token budget, as they first did."""
+    return [" ", "\n"] if config.prompt_style == "san" else None
+
+
+def eval_references(rows: list[dict], scores: dict[str, list]) -> dict[str, list]:
+    """Per held-out row: the random-legal and greedy one-ply players' engine rewards, and the policy's skill (its
+    engine reward minus the random-legal one) and the greedy player's beside it."""
+    references = reference_scores([chess.Board(row["fen"]) for row in rows])
+    random_legal = references["random_legal"]
+    return {
+        "skill": [None if e is None else e - r for e, r in zip(scores["engine_reward"], random_legal)],
+        "greedy_skill": [g - r for g, r in zip(references["greedy_one_ply"], random_legal)],
+        **references,
+    }
+
+
+# What the loop prints of a held-out evaluation, the headline first. Skill = engine reward - random legal reward;
+# the greedy one-ply player's skill is the reference beside it.
+EVAL_METRICS = {
+    "skill": "skill",
+    "engine_reward": "engine reward",
+    "legal_move_reward": "legal",
+    "best_move_reward": "best move",
+    "solve_reward": "solved (bm)",
+    "greedy_skill": "greedy skill (ref)",
+    "random_legal": "random legal (ref)",
+}
 HEADLINE = "reward/legal_move_reward"
-STOP = None

@@ -22,7 +22,7 @@ import chess.pgn
 
 logger = logging.getLogger(__name__)
 
-KEYWORD_SOURCES = ("random", "selfplay")
+KEYWORD_SOURCES = ("random", "mate_in_one", "selfplay")
 _RESULTS = {"1-0", "0-1", "1/2-1/2", "*"}
 _WEIGHT = re.compile(r"[-+]?[\d.]+(?:e[-+]?\d+)?", re.IGNORECASE)
 _MAX_MESSAGE = 200  # a 100 KB garbage line must not become a 100 KB error message
@@ -90,7 +90,7 @@ def read_positions(path: str | Path, *, skip_bad: bool = False) -> tuple[list[Po
 def parse_position_mix(spec: str) -> list[tuple[str, float]]:
     """`--positions` value → [(source, weight)]: "random", "puzzles.csv", "a.epd:3,random:1".
 
-    A source is "random", "selfplay" or a file path; a trailing ":<number>" is its weight (default 1,
+    A source is "random", "mate_in_one", "selfplay" or a file path; a trailing ":<number>" is its weight (default 1,
     must be > 0), so a path may contain ':' elsewhere. Raises ValueError for an empty source, a bad
     weight or a source listed twice.
     """

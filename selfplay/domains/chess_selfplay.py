@@ -35,13 +35,15 @@ class PolicyPlayer:
     answer) is sampled at `retry_temperature`, so a retry can differ.
     """
 
-    def __init__(self, policy, tokenizer, *, max_tokens: int, temperature: float, retry_temperature: float = 1.0):
+    def __init__(self, policy, tokenizer, *, max_tokens: int, temperature: float, retry_temperature: float = 1.0,
+                 style: str = "san"):
         from selfplay.domains.chess import position_prompt
         from selfplay.train import encode_prompt
 
         self.policy, self.max_tokens, self.asked = policy, max_tokens, {}
         self.temperature, self.retry_temperature = temperature, retry_temperature
-        self.encode = lambda board: encode_prompt(tokenizer, position_prompt(board.fen()))
+        self.stop = [" ", "\n"] if style == "san" else None  # as the loop's chess samples (chess.stop_strings)
+        self.encode = lambda board: encode_prompt(tokenizer, position_prompt(board.fen(), style))
 
     def __call__(self, boards: list[chess.Board]) -> list[str]:
         retry = [self.asked.get(board.fen(), 0) > 0 for board in boards]
@@ -52,7 +54,8 @@ class PolicyPlayer:
             index = [i for i, r in enumerate(retry) if r == again]
             if index:
                 groups = self.policy.generate([self.encode(boards[i]) for i in index], n=1, max_tokens=self.max_tokens,
-                                              temperature=self.retry_temperature if again else self.temperature)
+                                              temperature=self.retry_temperature if again else self.temperature,
+                                              stop=self.stop)
                 for i, group in zip(index, groups):
                     answers[i] = group[0].text
         return answers

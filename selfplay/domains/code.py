@@ -34,13 +34,18 @@ def task_row(task: Task) -> dict:
     return {"prompt": task_prompt(task), "tests": task.tests, "entry_point": task.entry_point, "source": task.source}
 
 
+def eval_row(task: Task) -> dict:
+    """A held-out row: its set is its source (generated, humaneval), each summarised on its own."""
+    return {**task_row(task), "set": task.source}
+
+
 def eval_rows(config) -> list[dict]:
     """The held-out set: `eval_tasks` generated tasks from a seed never trained on, then `eval_humaneval` HumanEval
     problems."""
     tasks = generated_tasks(config.eval_tasks, seed=EVAL_SEED) if config.eval_tasks else []
     if config.eval_humaneval:
         tasks += humaneval_tasks()[: config.eval_humaneval]
-    return [task_row(task) for task in tasks]
+    return [eval_row(task) for task in tasks]
 
 
 def train_rows(config, held_out: list[dict]) -> list[dict]:
@@ -83,5 +88,11 @@ def reward_funcs(config) -> tuple[list, list[float], Sandbox]:
     return funcs, [1.0, 0.0, 0.0, 0.0], sandbox
 
 
+eval_references = None  # pass@1 needs no reference player: 0 is the floor
+EVAL_METRICS = {"unit_test_reward": "pass@1", "unit_test_pass_fraction": "tests passed"}
 HEADLINE = "reward/unit_test_reward"
-STOP = ["\n```\n"]  # the end of the first code block: what follows is prose the tests never see
+
+
+def stop_strings(config) -> list[str]:
+    """The end of the first code block: what follows is prose the tests never see."""
+    return ["\n```\n"]

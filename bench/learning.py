@@ -1,0 +1,133 @@
+"""The experiment log: every configuration tried, run with the same seeds, scored on the same held-out sets.
+
+    python bench/learning.py --list                      # the configurations
+    python bench/learning.py chess-default [more...]     # run them (each result replaces its old one)
+    python bench/learning.py --table                     # the README's table from bench/results/learning.json
+
+Each configuration is `selfplay loop` with its flags. Chess runs are scored before and after on the loop's random
+playouts, bench/data/mate_in_one.epd and bench/data/winning_move.epd (`python bench/make_heldout_epd.py`); code runs
+on the loop's held-out generated tasks and HumanEval. The figures are the held-out ones after training with their 95%
+bootstrap intervals, the paired before -> after change, and the wall time of the whole run (CPU named beside it).
+Results go to bench/results/learning.json, one entry per configuration and seed.
+"""
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path("bench/results/learning.json")
+CHESS_SETS = "random,bench/data/mate_in_one.epd,bench/data/winning_move.epd"
+CACHE = "--engine-cache=" + str(Path("~/.cache/selfplay/engine-evals.sqlite").expanduser())
+
+# name -> (what it tries, selfplay loop flags)
+CONFIGS = {
+    "chess-uci-sorted": ("the first default: FEN + board + sorted UCI list, answers to the token budget, 20 steps",
+                         ["--domain", "chess", "--prompt-style", "uci", "--steps", "20"]),
+    "chess-san-engine": ("SAN list shuffled per position, one-move answers, engine reward, 20 steps",
+                         ["--domain", "chess", "--train-reward", "engine", "--steps", "20"]),
+    "chess-san-rank": ("as chess-san-engine, trained on the rank among legal moves",
+                       ["--domain", "chess", "--train-reward", "rank", "--steps", "20"]),
+}
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def run(name: str, seed: int) -> dict:
+    what, flags = CONFIGS[name]
+    run_name = f"learning-{name}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    extra = ["--eval-file", CHESS_SETS, CACHE] if "chess" in flags else []
+    selfplay = str(Path(sys.executable).with_name("selfplay"))
+    start = time.perf_counter()
+    done = subprocess.run([selfplay, "loop", *flags, *extra, "--seed", str(seed), "--run", run_name])
+    wall = time.perf_counter() - start
+    if done.returncode:
+        return {"config": name, "seed": seed, "what": what, "flags": flags, "run": run_name,
+                "returncode": done.returncode}
+    evaluation = json.loads((Path("runs") / run_name / "eval.json").read_text())
+    sets = {}
+    for set_name, after in evaluation["after"]["sets"].items():
+        sets[set_name] = {
+            metric: {"before": evaluation["before"]["sets"][set_name].get(metric), "after": value,
+                     "change": evaluation["change"].get(set_name, {}).get(metric)}
+            for metric, value in after.items()
+        }
+    return {"config": name, "seed": seed, "what": what, "flags": flags, "run": run_name, "returncode": 0,
+            "wall_minutes": wall / 60, "cpu": cpu_name(), "sets": sets,
+            "top_answer_share": top_answer_share(evaluation["after"]["completions"])}
+
+
+def top_answer_share(completions: list[str]) -> float:
+    """The share of the held-out answers taken by the most common answer string (collapse shows here)."""
+    counts: dict[str, int] = {}
+    for text in completions:
+        counts[text.strip()] = counts.get(text.strip(), 0) + 1
+    return max(counts.values()) / len(completions)
+
+
+def cell(entry: dict | None) -> str:
+    if not entry:
+        return "-"
+    mean, low, high = entry["after"]
+    return f"{mean:+.3f} [{low:+.2f}, {high:+.2f}]" if entry is not None else "-"
+
+
+def rate(entry: dict | None) -> str:
+    if not entry:
+        return "-"
+    mean, low, high = entry["after"]
+    return f"{100 * mean:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| configuration | seed | skill, playouts | best move, playouts | mate in one solved | winning move "
+             "solved | legal, playouts | top answer | wall (min) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if r.get("returncode"):
+            lines.append(f"| {r['config']} | {r['seed']} | failed (exit {r['returncode']}) |||||||")
+            continue
+        sets = r["sets"]
+        playouts, mate, winning = sets.get("playouts", {}), sets.get("mate_in_one", {}), sets.get("winning_move", {})
+        lines.append(f"| {r['config']} | {r['seed']} | {cell(playouts.get('skill'))} | "
+                     f"{rate(playouts.get('best_move_reward'))} | {rate(mate.get('solve_reward'))} | "
+                     f"{rate(winning.get('solve_reward'))} | {rate(playouts.get('legal_move_reward'))} | "
+                     f"{100 * r['top_answer_share']:.0f}% | {r['wall_minutes']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="*", help="configurations to run (see --list)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, the same for every configuration")
+    parser.add_argument("--list", action="store_true", help="list the configurations")
+    parser.add_argument("--table", action="store_true", help="print the results as a markdown table")
+    args = parser.parse_args()
+    if args.list:
+        for name, (what, flags) in CONFIGS.items():
+            print(f"{name:24} {what}\n{'':24} selfplay loop {' '.join(flags)}")
+        return
+    unknown = [name for name in args.configs if name not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configuration(s) {', '.join(unknown)}: see --list")
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    for name in args.configs:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            entry = run(name, seed)
+            results = [r for r in results if (r["config"], r["seed"]) != (name, seed)] + [entry]
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    if args.table or not args.configs:
+        order = list(CONFIGS)
+        print(table(sorted(results, key=lambda r: (order.index(r["config"]) if r["config"] in order else 99, r["seed"]))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Tactical positions made from seeded random playouts, each with its solution as `bm`.
+
+    mate_in_one_positions(100, seed=3_000_003)                 # every mating move as bm (checked by python-chess)
+    winning_move_positions(100, seed=4_000_003, pool=pool)     # bm: the engine's best, far ahead of every other move
+
+The playouts are random games of 8-70 plies that take a capture 30% of the time when one exists (so material comes
+off the board and kings get exposed, as in real games). A winning-move position is one where, at the pool's search
+limit, the engine's best move keeps at least `gap` more expected score than every other legal move (each searched as
+the only root move): a piece to take, a fork, a mate in a few; a player that does not see it gives that much away.
+"""
+
+import random
+
+import chess
+
+from rewards.chess import legal_move_scores
+from selfplay.domains.chess_positions import Position
+
+
+def capture_biased_playout(rng: random.Random, *, min_plies: int = 8, max_plies: int = 70,
+                           capture_share: float = 0.3) -> chess.Board:
+    """A random game that takes a capture `capture_share` of the time when one exists; never a finished game."""
+    board = chess.Board()
+    for _ in range(rng.randint(min_plies, max_plies)):
+        moves = list(board.legal_moves)
+        captures = [move for move in moves if board.is_capture(move)]
+        board.push(rng.choice(captures if captures and rng.random() < capture_share else moves))
+        if board.is_game_over():
+            board.pop()
+            break
+    return board
+
+
+def mating_moves(board: chess.Board) -> list[chess.Move]:
+    mates = []
+    for move in board.legal_moves:
+        board.push(move)
+        if board.is_checkmate():
+            mates.append(move)
+        board.pop()
+    return mates
+
+
+def mate_in_one_positions(count: int, *, seed: int) -> list[Position]:
+    """`count` distinct positions with a mate in one for the side to move; bm = every mating move."""
+    rng, positions, seen = random.Random(seed), [], set()
+    while len(positions) < count:
+        board = capture_biased_playout(rng)
+        mates = mating_moves(board)
+        if mates and board.fen() not in seen:
+            seen.add(board.fen())
+            positions.append(Position(board.fen(), tuple(move.uci() for move in mates), id=f"mate1-{seed}-{len(positions)}"))
+    return positions
+
+
+def winning_move_positions(count: int, *, seed: int, gap: float = 0.3, batch: int = 16) -> list[Position]:
+    """`count` distinct positions without a mate in one where the engine's best move (free search, the engine pool's
+    limit) scores at least `gap` above every other legal move; bm = that move. Searched `batch` positions at a time."""
+    from rewards.chess import engine_pool
+
+    rng, positions, seen = random.Random(seed), [], set()
+    while len(positions) < count:
+        boards = []
+        while len(boards) < batch:
+            board = capture_biased_playout(rng)
+            if board.fen() not in seen and not mating_moves(board) and board.legal_moves.count() > 1:
+                seen.add(board.fen())
+                boards.append(board)
+        best_moves = engine_pool().best_moves(boards)
+        for board, best, table in zip(boards, best_moves, legal_move_scores(boards)):
+            others = [value for move, value in table.items() if move != best]
+            if best in table and table[best] - max(others) >= gap and len(positions) < count:
+                positions.append(Position(board.fen(), (best,), id=f"win-{seed}-{len(positions)}"))
+    return positions
+
+
+def to_epd(position: Position) -> str:
+    board = chess.Board(position.fen)
+    return board.epd(bm=[chess.Move.from_uci(move) for move in position.best_moves], id=position.id)
