@@ -4,7 +4,8 @@
     python bench/learning.py chess-default [more...]     # run them (each result replaces its old one)
     python bench/learning.py --table                     # the README's table from bench/results/learning.json
 
-Each configuration is `selfplay loop` with its flags. Chess runs are scored before and after on the loop's random
+Each configuration is `selfplay loop` with its flags, after `selfplay sft` with its own flags where it has them (the
+loop then starts from the fine-tuned model, and its "before" is the fine-tuned model's). Chess runs are scored before and after on the loop's random
 playouts, bench/data/mate_in_one.epd and bench/data/winning_move.epd (`python bench/make_heldout_epd.py`); code runs
 on the loop's held-out generated tasks and HumanEval. The figures are the held-out ones after training with their 95%
 bootstrap intervals, the paired before -> after change, and the wall time of the whole run (CPU named beside it).
@@ -23,7 +24,7 @@ RESULTS = Path("bench/results/learning.json")
 CHESS_SETS = "random,bench/data/mate_in_one.epd,bench/data/winning_move.epd"
 CACHE = "--engine-cache=" + str(Path("~/.cache/selfplay/engine-evals.sqlite").expanduser())
 
-# name -> (what it tries, selfplay loop flags)
+# name -> (what it tries, selfplay loop flags[, selfplay sft flags])
 CONFIGS = {
     "chess-uci-sorted": ("the first default: FEN + board + sorted UCI list, answers to the token budget, 20 steps",
                          ["--domain", "chess", "--prompt-style", "uci", "--steps", "20"]),
@@ -31,6 +32,25 @@ CONFIGS = {
                          ["--domain", "chess", "--train-reward", "engine", "--steps", "20"]),
     "chess-san-rank": ("as chess-san-engine, trained on the rank among legal moves",
                        ["--domain", "chess", "--train-reward", "rank", "--steps", "20"]),
+    "chess-sft1000-rank": ("fine-tune on Stockfish's best move (SAN) in 1000 playouts, then 20 GRPO steps on the rank",
+                           ["--domain", "chess", "--train-reward", "rank", "--steps", "20"],
+                           ["--targets", "engine", "--examples", "1000"]),
+    "chess-sft1000-engine-lr3e-5": ("the same fine-tune, then 20 GRPO steps on the engine reward at lr 3e-5",
+                                    ["--domain", "chess", "--steps", "20", "--learning-rate", "3e-5"],
+                                    ["--targets", "engine", "--examples", "1000"]),
+    "chess-sft1000-rank-lr3e-5": ("the same fine-tune, then 20 GRPO steps on the rank at lr 3e-5",
+                                  ["--domain", "chess", "--train-reward", "rank", "--steps", "20",
+                                   "--learning-rate", "3e-5"],
+                                  ["--targets", "engine", "--examples", "1000"]),
+    "chess-sft1000mix-engine-lr1e-4": ("fine-tune on Stockfish's best move in 750 playouts and 250 generated mates in "
+                                       "one, then 20 GRPO steps on the engine reward at lr 1e-4",
+                                       ["--domain", "chess", "--steps", "20", "--learning-rate", "1e-4"],
+                                       ["--targets", "engine", "--examples", "1000", "--positions",
+                                        "random:3,mate_in_one:1"]),
+    "chess-ei1000-rank": ("expert iteration: fine-tune on the policy's own best of 8 samples (engine-scored) in 1000 "
+                          "playouts, then 20 GRPO steps on the rank",
+                          ["--domain", "chess", "--train-reward", "rank", "--steps", "20"],
+                          ["--targets", "samples", "--examples", "1000", "--min-reward", "0.5"]),
 }
 
 
@@ -42,13 +62,20 @@ def cpu_name() -> str:
 
 
 def run(name: str, seed: int) -> dict:
-    what, flags = CONFIGS[name]
+    what, flags, *sft = CONFIGS[name]
     run_name = f"learning-{name}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     extra = ["--eval-file", CHESS_SETS, CACHE] if "chess" in flags else []
     selfplay = str(Path(sys.executable).with_name("selfplay"))
     start = time.perf_counter()
+    if sft:  # the fine-tuned model is kept and shared by every configuration with the same sft flags and seed
+        warm = f"learning-sft-{'-'.join(arg.lstrip('-') for arg in sft[0])}-s{seed}"
+        if not Path(f"runs/{warm}/model").is_dir():
+            subprocess.run([selfplay, "sft", *sft[0], CACHE, "--seed", str(seed), "--run", warm], check=True)
+        extra += ["--model", f"runs/{warm}/model"]
     done = subprocess.run([selfplay, "loop", *flags, *extra, "--seed", str(seed), "--run", run_name])
     wall = time.perf_counter() - start
+    if sft and wall < sft_seconds(warm):  # a fine-tune made by an earlier configuration: count its time too
+        wall += sft_seconds(warm)
     if done.returncode:
         return {"config": name, "seed": seed, "what": what, "flags": flags, "run": run_name,
                 "returncode": done.returncode}
@@ -65,6 +92,11 @@ def run(name: str, seed: int) -> dict:
             "top_answer_share": top_answer_share(evaluation["after"]["completions"])}
 
 
+def sft_seconds(warm: str) -> float:
+    result = json.loads((Path("runs") / warm / "sft.json").read_text())
+    return result["targets_seconds"] + result["train_seconds"]
+
+
 def top_answer_share(completions: list[str]) -> float:
     """The share of the held-out answers taken by the most common answer string (collapse shows here)."""
     counts: dict[str, int] = {}
@@ -73,33 +105,50 @@ def top_answer_share(completions: list[str]) -> float:
     return max(counts.values()) / len(completions)
 
 
-def cell(entry: dict | None) -> str:
-    if not entry:
+def cell(entry: dict | None, when: str) -> str:
+    if not entry or not entry.get(when):
         return "-"
-    mean, low, high = entry["after"]
-    return f"{mean:+.3f} [{low:+.2f}, {high:+.2f}]" if entry is not None else "-"
+    mean, low, high = entry[when]
+    return f"{mean:+.3f} [{low:+.2f}, {high:+.2f}]"
 
 
-def rate(entry: dict | None) -> str:
-    if not entry:
+def rate(entry: dict | None, when: str) -> str:
+    if not entry or not entry.get(when):
         return "-"
-    mean, low, high = entry["after"]
+    mean, low, high = entry[when]
     return f"{100 * mean:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
 
 
+def row(label: str, seed, sets: dict, when: str, top: str, wall: str) -> str:
+    playouts, mate, winning = sets.get("playouts", {}), sets.get("mate_in_one", {}), sets.get("winning_move", {})
+    return (f"| {label} | {seed} | {cell(playouts.get('skill'), when)} | {rate(playouts.get('best_move_reward'), when)} | "
+            f"{rate(mate.get('solve_reward'), when)} | {rate(winning.get('solve_reward'), when)} | "
+            f"{rate(playouts.get('legal_move_reward'), when)} | {top} | {wall} |")
+
+
 def table(results: list[dict]) -> str:
+    """Markdown: the base model and the greedy reference first (from the first SAN run), then every configuration
+    after training; a fine-tuned configuration also shows its model before GRPO."""
     lines = ["| configuration | seed | skill, playouts | best move, playouts | mate in one solved | winning move "
              "solved | legal, playouts | top answer | wall (min) |", "|---|---|---|---|---|---|---|---|---|"]
+    san = next((r for r in results if not r.get("returncode") and "uci" not in r["flags"] and len(r["flags"]) > 0
+                and not r["config"].startswith(("chess-sft", "chess-ei"))), None)
+    if san:
+        lines.append(row("base model (SAN prompt)", san["seed"], san["sets"], "before", "", ""))
+        greedy = {name: {"skill": figures.get("greedy_skill")} for name, figures in san["sets"].items()}
+        lines.append(row("greedy one-ply player (reference)", "", greedy, "before", "", ""))
+    shown = set()  # fine-tunes already shown (configurations share them)
     for r in results:
         if r.get("returncode"):
             lines.append(f"| {r['config']} | {r['seed']} | failed (exit {r['returncode']}) |||||||")
             continue
-        sets = r["sets"]
-        playouts, mate, winning = sets.get("playouts", {}), sets.get("mate_in_one", {}), sets.get("winning_move", {})
-        lines.append(f"| {r['config']} | {r['seed']} | {cell(playouts.get('skill'))} | "
-                     f"{rate(playouts.get('best_move_reward'))} | {rate(mate.get('solve_reward'))} | "
-                     f"{rate(winning.get('solve_reward'))} | {rate(playouts.get('legal_move_reward'))} | "
-                     f"{100 * r['top_answer_share']:.0f}% | {r['wall_minutes']:.1f} |")
+        entry = CONFIGS.get(r["config"], ("", []))
+        sft = tuple(entry[2]) if len(entry) > 2 else ()
+        if sft and (sft, r["seed"]) not in shown:
+            shown.add((sft, r["seed"]))
+            lines.append(row(f"fine-tuned only: sft {' '.join(sft)}", r["seed"], r["sets"], "before", "", ""))
+        lines.append(row(r["config"], r["seed"], r["sets"], "after", f"{100 * r['top_answer_share']:.0f}%",
+                         f"{r['wall_minutes']:.1f}"))
     return "\n".join(lines)
 
 
@@ -111,8 +160,11 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the results as a markdown table")
     args = parser.parse_args()
     if args.list:
-        for name, (what, flags) in CONFIGS.items():
-            print(f"{name:24} {what}\n{'':24} selfplay loop {' '.join(flags)}")
+        for name, (what, flags, *sft) in CONFIGS.items():
+            print(f"{name:24} {what}")
+            if sft:
+                print(f"{'':24} selfplay sft {' '.join(sft[0])}")
+            print(f"{'':24} selfplay loop {' '.join(flags)}")
         return
     unknown = [name for name in args.configs if name not in CONFIGS]
     if unknown:

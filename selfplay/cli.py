@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"selfplay: error: {error}", file=sys.stderr)
         return 2
+    except FileNotFoundError as error:  # a position, task or eval file named on the command line
+        print(f"selfplay: error: no such file: {error.filename}", file=sys.stderr)
+        return 2
     except RuntimeError as error:
         if type(error).__name__ not in INFRA_ERRORS:
             raise

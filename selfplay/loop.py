@@ -66,6 +66,12 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
         results = {}
         if eval_rows:
             results["before"] = run_eval("before")
+        if config.warm_start:  # fine-tune first (the domain's supervised targets), then GRPO from that model
+            policy.close()
+            model_path = domain.warm_start(config, model_path, run_dir, engines, console)
+            policy = VLLMPolicy(model_path, lora_rank=config.lora_rank if lora else None, seed=config.seed)
+            if eval_rows:
+                results["fine-tuned"] = run_eval("fine-tuned")
         if not lora:  # full weights: TRL generates and syncs itself (HF generate on CPU, its colocated vLLM on CUDA)
             policy.close()
 

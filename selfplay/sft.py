@@ -54,6 +54,8 @@ class SFTConfig:
     """Stockfish search limit: depth=N, nodes=N or time=SECONDS"""
     engine_workers: int = 0
     """Stockfish processes in parallel (0: one per core)"""
+    engine_cache: str | None = None
+    """SQLite file that keeps engine evaluations across runs"""
     run: str | None = None
     """output directory name under runs_dir (default: sft__<targets>__<time>)"""
     runs_dir: str = "runs"
@@ -105,7 +107,7 @@ def run_sft(config: SFTConfig, console: Console | None = None) -> dict:
     model_path = resolve_model(config.model)
     loop_like = LoopConfig(positions=config.positions, train_positions=config.examples, skip_bad=config.skip_bad,
                            engine_limit=config.engine_limit, engine_workers=config.engine_workers, seed=config.seed,
-                           prompt_style=config.prompt_style)
+                           prompt_style=config.prompt_style, engine_cache=config.engine_cache)
     rows = chess_domain.train_rows(loop_like, chess_domain.eval_rows(LoopConfig()))  # never the loop's held-out set
     out = create_run_dir(config.runs_dir, config.run or f"sft__{config.targets}__{time.strftime('%Y%m%d-%H%M%S')}")
 

@@ -72,6 +72,7 @@ def dense_chess_domain():
         stop_strings=chess_domain.stop_strings,
         eval_references=chess_domain.eval_references,
         EVAL_METRICS=chess_domain.EVAL_METRICS,
+        warm_start=chess_domain.warm_start,
     )
 
 

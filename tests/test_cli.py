@@ -71,6 +71,13 @@ def test_malformed_position_file_names_file_and_line_and_starts_nothing(capsys, 
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("flag", ["--positions", "--eval-file"])
+def test_a_missing_position_or_eval_file_is_one_line_and_exit_2(capsys, tmp_path, flag):
+    status, err = run_cli(capsys, "loop", "--runs-dir", str(tmp_path / "runs"), flag, f"random,{tmp_path}/nope.epd")
+    assert status == 2 and err.strip() == f"selfplay: error: no such file: {tmp_path}/nope.epd"
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -82,6 +89,12 @@ def test_malformed_position_file_names_file_and_line_and_starts_nothing(capsys, 
         (["loop", "--positions", "a.epd:-1"], "--positions"),
         (["loop", "--selfplay-opponent", "grandmaster"], "--selfplay-opponent"),
         (["loop", "--engine-limit", "depth=deep"], "--engine-limit"),
+        (["loop", "--prompt-style", "pgn"], "--prompt-style"),
+        (["loop", "--train-reward", "vibes"], "--train-reward"),
+        (["loop", "--warm-start", "-1"], "--warm-start"),
+        (["loop", "--domain", "code", "--warm-start", "10"], "--warm-start"),
+        (["eval", "chess", "--prompt-style", "pgn"], "--prompt-style"),
+        (["sft", "--prompt-style", "pgn"], "--prompt-style"),
     ],
 )
 def test_malformed_flags_of_every_command(capsys, tmp_path, argv, message):

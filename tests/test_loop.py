@@ -178,3 +178,23 @@ def test_training_step_on_cuda(tiny_model, dense_chess_domain, tmp_path):
     assert next(trainer.model.parameters()).device.type == "cuda"
     changed = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p.detach(), before[n])]
     assert changed
+
+
+@pytest.mark.slow
+def test_warm_start_fine_tunes_then_grpo_continues_from_the_fine_tuned_model(tiny_model, dense_chess_domain, tmp_path,
+                                                                             monkeypatch):
+    from selfplay import loop
+
+    config = LoopConfig(
+        model=tiny_model, runs_dir=str(tmp_path), run="warm", warm_start=4, steps=1, prompts_per_step=2,
+        num_generations=4, micro_batch_size=4, learning_rate=0.05, train_positions=4, eval_positions=2,
+        engine_limit="depth=4",
+    )
+    monkeypatch.setattr(loop, "get_domain", lambda name: dense_chess_domain)
+    results = loop.run_loop(config)
+    run_dir = tmp_path / "warm"
+    assert json.loads((run_dir / "warm" / "sft.json").read_text())["examples"] == 4
+    assert [r["label"] for r in read_jsonl(run_dir / "eval.jsonl")] == ["before", "fine-tuned", "after"]
+    adapter = json.loads((run_dir / "adapters" / "final" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(run_dir / "warm" / "model")  # GRPO trained on top of it
+    assert results["after"]["policy_version"] == 1 and "playouts" in results["change"]

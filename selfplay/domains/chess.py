@@ -150,6 +150,22 @@ def training_data(config, rows: list[dict], held_out: list[dict], policy, tokeni
     return live_dataset(rows, pool, share=share, seed=config.seed, to_row=functools.partial(position_row, style=config.prompt_style)), [RefreshEachIteration(pool, stats)]
 
 
+def warm_start(config, model_path: str, run_dir: Path, pool: EnginePool, console) -> str:
+    """Fine-tune on Stockfish's best move in `config.warm_start` training positions (`selfplay sft --targets engine`,
+    LoRA merged), into run_dir/warm/model; GRPO then starts from that model. Returns its directory."""
+    from selfplay.sft import SFTConfig, run_sft
+
+    positions = "random" if "selfplay" in config.positions else config.positions
+    sft = SFTConfig(model=model_path, targets="engine", positions=positions, skip_bad=config.skip_bad,
+                    prompt_style=config.prompt_style, examples=config.warm_start, engine_limit=config.engine_limit,
+                    engine_workers=config.engine_workers, engine_cache=config.engine_cache, run="warm",
+                    runs_dir=str(run_dir), seed=config.seed)
+    try:
+        return run_sft(sft, console)["model"]
+    finally:
+        use_engine_pool(pool)  # the fine-tune scored with a pool of its own; the loop's rewards use this one
+
+
 def score_loss(prompts, completions, *, fen, **kwargs) -> list[float | None]:
     """Expected score the answer gives away against the engine's best move (1 when illegal): lower is better."""
     return [None if r is None else 1.0 - r for r in engine_reward(prompts, completions, fen=fen)]
