@@ -6,7 +6,8 @@ Runs `selfplay loop` as a child process, samples the memory of its whole process
 workers, Stockfish) every second, and writes bench/results/default_loop.json (or FILE). Memory is reported two
 ways: the sum of resident sets (counts pages shared between processes once per process, so it overstates) and
 the sum of proportional set sizes (PSS: shared pages split among their users, so the tree's real footprint).
-The code domain's results go to bench/results/default_loop_code.json.
+The code domain's results go to bench/results/default_loop_code.json. The held-out figures are kept per set with
+their 95% intervals, and the paired before -> after change.
 """
 
 import argparse
@@ -48,8 +49,14 @@ def main() -> None:
         peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
         time.sleep(1.0)
     wall = time.perf_counter() - start
-    evaluation = json.loads((Path("runs") / run / "eval.json").read_text()) if child.returncode == 0 else None
-    result = {"run": run, "returncode": child.returncode, "wall_minutes": wall / 60, "args": args,
+    evaluation = None
+    if child.returncode == 0:  # per set: [mean, low, high] of each metric, and the paired change before -> after
+        full = json.loads((Path("runs") / run / "eval.json").read_text())
+        evaluation = {label: full[label]["sets"] for label in ("before", "fine-tuned", "after") if label in full}
+        evaluation["change"] = full["change"]
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")
+    result = {"run": run, "returncode": child.returncode, "wall_minutes": wall / 60, "args": args, "cpu": cpu,
               "peak_rss_sum_gb": peak_rss / 1e9, "peak_pss_sum_gb": peak_pss / 1e9, "eval": evaluation}
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(result, indent=2) + "\n")

@@ -24,33 +24,30 @@ RESULTS = Path("bench/results/learning.json")
 CHESS_SETS = "random,bench/data/mate_in_one.epd,bench/data/winning_move.epd"
 CACHE = "--engine-cache=" + str(Path("~/.cache/selfplay/engine-evals.sqlite").expanduser())
 
+# GRPO as it first ran: from the model as it is, on random playouts, at lr 3e-4 (the defaults have moved since)
+FIRST = ["--domain", "chess", "--warm-start", "0", "--positions", "random", "--learning-rate", "3e-4"]
 # name -> (what it tries, selfplay loop flags[, selfplay sft flags])
 CONFIGS = {
     "chess-uci-sorted": ("the first default: FEN + board + sorted UCI list, answers to the token budget, 20 steps",
-                         ["--domain", "chess", "--prompt-style", "uci", "--steps", "20"]),
+                         [*FIRST, "--prompt-style", "uci", "--steps", "20"]),
     "chess-san-engine": ("SAN list shuffled per position, one-move answers, engine reward, 20 steps",
-                         ["--domain", "chess", "--train-reward", "engine", "--steps", "20"]),
+                         [*FIRST, "--train-reward", "engine", "--steps", "20"]),
     "chess-san-rank": ("as chess-san-engine, trained on the rank among legal moves",
-                       ["--domain", "chess", "--train-reward", "rank", "--steps", "20"]),
+                       [*FIRST, "--train-reward", "rank", "--steps", "20"]),
     "chess-sft1000-rank": ("fine-tune on Stockfish's best move (SAN) in 1000 playouts, then 20 GRPO steps on the rank",
-                           ["--domain", "chess", "--train-reward", "rank", "--steps", "20"],
+                           [*FIRST, "--train-reward", "rank", "--steps", "20"],
                            ["--targets", "engine", "--examples", "1000"]),
     "chess-sft1000-engine-lr3e-5": ("the same fine-tune, then 20 GRPO steps on the engine reward at lr 3e-5",
-                                    ["--domain", "chess", "--steps", "20", "--learning-rate", "3e-5"],
+                                    [*FIRST[:-1], "3e-5", "--steps", "20"],
                                     ["--targets", "engine", "--examples", "1000"]),
-    "chess-sft1000-rank-lr3e-5": ("the same fine-tune, then 20 GRPO steps on the rank at lr 3e-5",
-                                  ["--domain", "chess", "--train-reward", "rank", "--steps", "20",
-                                   "--learning-rate", "3e-5"],
-                                  ["--targets", "engine", "--examples", "1000"]),
     "chess-sft1000mix-engine-lr1e-4": ("fine-tune on Stockfish's best move in 750 playouts and 250 generated mates in "
                                        "one, then 20 GRPO steps on the engine reward at lr 1e-4",
-                                       ["--domain", "chess", "--steps", "20", "--learning-rate", "1e-4"],
+                                       [*FIRST[:-1], "1e-4", "--steps", "20"],
                                        ["--targets", "engine", "--examples", "1000", "--positions",
                                         "random:3,mate_in_one:1"]),
-    "chess-ei1000-rank": ("expert iteration: fine-tune on the policy's own best of 8 samples (engine-scored) in 1000 "
-                          "playouts, then 20 GRPO steps on the rank",
-                          ["--domain", "chess", "--train-reward", "rank", "--steps", "20"],
-                          ["--targets", "samples", "--examples", "1000", "--min-reward", "0.5"]),
+    "chess-default": ("the default `make loop DOMAIN=chess`: fine-tune on 1000 engine moves (750 playouts, 250 "
+                      "generated mates in one) inside the loop, then 20 GRPO steps on the engine reward at lr 3e-5",
+                      ["--domain", "chess"]),
 }
 
 

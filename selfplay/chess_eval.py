@@ -35,7 +35,7 @@ class EvalConfig:
     """LoRA adapter directory to serve on top of the model (e.g. runs/<id>/adapters/final)"""
     positions_file: str | None = None
     """positions to answer (.epd .pgn .fen .txt, Lichess puzzle .csv; several comma-separated, "random" for the
-    loop's held-out playouts); default: the loop's held-out playouts"""
+    loop's held-out playouts, "mate_in_one" for its mates in one); default: the loop's held-out sets (both)"""
     prompt_style: str = "san"
     """the prompt the policy was trained with: san or uci (see selfplay loop --help)"""
     eval_positions: int = 100

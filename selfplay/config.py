@@ -20,6 +20,10 @@ from selfplay.domains.chess_positions import parse_position_mix
 
 
 COMPLETION_TOKENS = {"chess": 8, "code": 256}  # a move; a short function
+# GRPO's learning rate per domain: on chess after the warm start, 3e-4 and 1e-4 undid what the fine-tune taught and
+# 3e-5 kept it (bench/learning.py); code trains from the base model at 3e-4
+LEARNING_RATES = {"chess": 3e-5, "code": 3e-4}
+WARM_START = {"chess": 1000}  # fine-tune examples before GRPO (bench/learning.py: the only stage that taught tactics)
 
 
 class ConfigError(ValueError):
@@ -51,8 +55,8 @@ class LoopConfig:
     """max new tokens per completion (TRL max_completion_length); unset: the domain's, 8 for chess, 256 for code"""
     temperature: float = 0.8
     """sampling temperature, for vLLM and for the trainer's logprobs (TRL temperature)"""
-    learning_rate: float = 3e-4
-    """AdamW learning rate (TRL learning_rate)"""
+    learning_rate: float | None = None
+    """AdamW learning rate (TRL learning_rate); unset: the domain's, 3e-5 for chess, 3e-4 for code"""
     beta: float = 0.0
     """KL coefficient against the reference policy (TRL beta)"""
     loss_type: str = "dapo"
@@ -69,15 +73,16 @@ class LoopConfig:
     prompt_style: str = "san"
     """chess prompt: san (FEN, legal moves in SAN shuffled per position, one-move answers) or uci (FEN, board,
     sorted UCI list, answers run to the token budget: the first prompt)"""
-    warm_start: int = 0
+    warm_start: int | None = None
     """chess: first fine-tune on Stockfish's best move in this many training positions (selfplay sft --targets
-    engine, merged into runs/<run>/warm/model), then GRPO from there; 0: GRPO from the model as it is"""
+    engine, merged into runs/<run>/warm/model), then GRPO from there; 0: GRPO from the model as it is; unset: 1000
+    for chess, 0 for code"""
     train_reward: str = "engine"
     """chess reward the policy trains on: engine (expected score against the best move) or rank (rank of the move
     among the legal moves by engine score); the other rewards are logged"""
-    positions: str = "random"
-    """training positions: random (seeded playouts), a file (.epd .pgn .fen .txt, Lichess puzzle .csv), or a
-    weighted mix like puzzles.csv:3,random:1"""
+    positions: str = "random:3,mate_in_one:1"
+    """training positions: random (seeded playouts), mate_in_one (generated), a file (.epd .pgn .fen .txt, Lichess
+    puzzle .csv), or a weighted mix like puzzles.csv:3,random:1"""
     selfplay_games: int = 4
     """games per self-play round (one round per iteration) when the positions mix has selfplay"""
     selfplay_plies: int = 60
@@ -89,10 +94,10 @@ class LoopConfig:
     train_positions: int = 1000
     """size of the training prompt pool"""
     eval_positions: int = 100
-    """size of the held-out evaluation set, scored before and after training (0 skips evaluation)"""
+    """size of each held-out evaluation set, scored before and after training (0 skips evaluation)"""
     eval_file: str | None = None
-    """held-out position sets instead of random playouts: files (the first eval_positions of each), comma-separated,
-    "random" among them for the playouts; each set is summarised on its own"""
+    """held-out position sets, comma-separated: files (the first eval_positions of each), random (playouts) or
+    mate_in_one (generated), each summarised on its own; unset: random,mate_in_one"""
     eval_every: int = 0
     """also evaluate every N iterations, into eval.jsonl (0: only before and after)"""
     tasks: str = "generated"
@@ -119,6 +124,10 @@ class LoopConfig:
     def __post_init__(self):
         if self.max_completion_length is None:
             self.max_completion_length = COMPLETION_TOKENS.get(self.domain, 8)
+        if self.learning_rate is None:
+            self.learning_rate = LEARNING_RATES.get(self.domain, 3e-4)
+        if self.warm_start is None:
+            self.warm_start = WARM_START.get(self.domain, 0)
 
     def validate(self) -> None:
         for name in (
@@ -186,7 +195,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls=LoopConfig) -> Non
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"{docs.get(f.name, '')} (default: {default})"
+        help_text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")  # argparse formats help with %
         if hints[f.name] is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif typing.get_origin(hints[f.name]) is list:

@@ -65,7 +65,8 @@ def test_loop_trains_on_positions_from_its_own_games(tiny_model, dense_chess_dom
     from selfplay import loop
 
     config = LoopConfig(
-        model=tiny_model, runs_dir=str(tmp_path), run="selfplay", positions="selfplay", steps=2, prompts_per_step=2,
+        model=tiny_model, runs_dir=str(tmp_path), run="selfplay", positions="selfplay", warm_start=0, steps=2,
+        prompts_per_step=2,
         num_generations=2, micro_batch_size=2, train_positions=4, eval_positions=0, engine_limit="depth=2",
         selfplay_games=2, selfplay_plies=8,
     )

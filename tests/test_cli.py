@@ -121,3 +121,11 @@ def chess_start() -> str:
     import chess
 
     return chess.STARTING_FEN
+
+
+@pytest.mark.parametrize("command", [["loop"], ["eval", "chess"], ["sft"]])
+def test_help_of_every_command_lists_its_flags(capsys, command):
+    with pytest.raises(SystemExit) as exit_status:
+        main([*command, "--help"])
+    assert exit_status.value.code == 0
+    assert "--prompt-style" in capsys.readouterr().out  # every help text formats (a bare % once broke it)

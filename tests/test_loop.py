@@ -22,6 +22,7 @@ def tiny_run(tiny_model, dense_chess_domain, tmp_path_factory):
 
     config = LoopConfig(
         model=tiny_model,
+        warm_start=0,
         runs_dir=str(tmp_path_factory.mktemp("runs")),
         run="tiny",
         steps=2,
@@ -65,14 +66,18 @@ def test_run_dir_holds_config_metrics_samples_and_eval(tiny_run):
         advantages = [s["advantage"] for s in samples if s["iteration"] == iteration]
         assert abs(sum(advantages[:4])) < 1e-3 and abs(sum(advantages[4:])) < 1e-3
     evaluation = json.loads((run_dir / "eval.json").read_text())
-    assert evaluation == results and evaluation["before"]["n"] == evaluation["after"]["n"] == 4
+    assert evaluation == results and evaluation["before"]["n"] == evaluation["after"]["n"] == 8  # 4 playouts, 4 mates
     assert evaluation["after"]["policy_version"] == 2
     after = evaluation["after"]
-    for metric in ("skill", "random_legal", "greedy_one_ply", "engine_reward"):  # per row, with the set's interval
-        assert len(after["scores"][metric]) == 4
-        mean, low, high = after["sets"]["playouts"][metric]
-        assert low <= mean <= high and mean == pytest.approx(after[metric])
+    assert set(after["sets"]) == {"playouts", "mate_in_one"}
+    for metric in ("skill", "random_legal", "greedy_one_ply", "engine_reward"):  # per row, with each set's interval
+        scores = after["scores"][metric]
+        assert len(scores) == 8
+        for name, rows in (("playouts", scores[:4]), ("mate_in_one", scores[4:])):
+            mean, low, high = after["sets"][name][metric]
+            assert low <= mean <= high and mean == pytest.approx(sum(rows) / 4)
     assert after["skill"] == pytest.approx(after["engine_reward"] - after["random_legal"])
+    assert after["sets"]["mate_in_one"]["solve_reward"][0] in (0.0, 0.25, 0.5, 0.75, 1.0)  # bm: the mating moves
     change = evaluation["change"]["playouts"]["random_legal"]
     assert change == [0.0, 0.0, 0.0]  # the references do not depend on the policy
     assert {"v1", "v2", "final"} <= {p.name for p in (run_dir / "adapters").iterdir()}
@@ -130,7 +135,7 @@ def test_full_finetune_changes_every_weight_and_vllm_serves_them(tiny_model, den
     from selfplay import loop
 
     config = LoopConfig(
-        model=tiny_model, runs_dir=str(tmp_path), run="full", full_finetune=True, steps=1, prompts_per_step=2,
+        model=tiny_model, runs_dir=str(tmp_path), run="full", full_finetune=True, warm_start=0, steps=1, prompts_per_step=2,
         num_generations=4, micro_batch_size=4, learning_rate=0.05, train_positions=4, eval_positions=2, engine_limit="depth=4",
     )
     monkeypatch.setattr(loop, "get_domain", lambda name: dense_chess_domain)
@@ -138,7 +143,7 @@ def test_full_finetune_changes_every_weight_and_vllm_serves_them(tiny_model, den
     before = load_file(Path(tiny_model) / "model.safetensors")
     after = load_file(tmp_path / "full" / "final" / "model.safetensors")
     assert not torch.equal(before["model.layers.0.mlp.down_proj.weight"], after["model.layers.0.mlp.down_proj.weight"])
-    assert results["after"]["policy_version"] == 1 and results["after"]["n"] == 2
+    assert results["after"]["policy_version"] == 1 and results["after"]["n"] == 4  # 2 playouts, 2 mates in one
 
 
 @pytest.mark.slow
@@ -146,7 +151,7 @@ def test_one_iteration_on_the_real_default_model(default_model, tmp_path):
     from selfplay.loop import run_loop
 
     config = LoopConfig(
-        runs_dir=str(tmp_path), run="real", steps=1, prompts_per_step=1, num_generations=4, micro_batch_size=4,
+        runs_dir=str(tmp_path), run="real", warm_start=0, steps=1, prompts_per_step=1, num_generations=4, micro_batch_size=4,
         train_positions=4, eval_positions=2,
     )
     results = run_loop(config)

@@ -32,6 +32,8 @@ from selfplay.domains.chess_tactics import mate_in_one_positions
 from selfplay.domains.chess_selfplay import PolicyPlayer, RefreshEachIteration, SelfPlayPositions, live_dataset
 
 EVAL_SEED = 1_000_003  # training seeds are small integers: the held-out positions never overlap them by seed
+DEFAULT_EVAL_SETS = "random,mate_in_one"
+ONE_MOVE = [" ", "\n"]  # stop strings of a SAN answer: it ends at the first space or newline
 SYSTEM_PROMPTS = {
     "san": "You are a chess engine. Reply with one legal move in SAN and nothing else.",
     "uci": "You are a chess engine. Reply with one legal move in UCI notation and nothing else.",
@@ -102,10 +104,10 @@ def source_positions(source: str, count: int, *, seed: int, skip_bad: bool) -> l
 
 def eval_rows(config) -> list[dict]:
     """The held-out sets, each row's "set" naming its own: every comma-separated entry of `eval_file` (a file: its
-    first `eval_positions`; "random" or "mate_in_one": that many generated from a seed never trained on), or the
-    playouts alone."""
+    first `eval_positions`; "random" or "mate_in_one": that many generated from a seed never trained on), by default
+    random playouts and mates in one."""
     rows = []
-    for source in (config.eval_file or "random").split(","):
+    for source in (config.eval_file or DEFAULT_EVAL_SETS).split(","):
         if source == "random":
             name, positions = "playouts", [Position(f) for f in random_positions(config.eval_positions, seed=EVAL_SEED)]
         elif source == "mate_in_one":
@@ -185,7 +187,7 @@ def reward_funcs(config) -> tuple[list, list[float], EnginePool]:
 def stop_strings(config) -> list[str] | None:
     """SAN prompts get one move: the sample ends at the first space or newline (the move is the whole answer, and
     no token after it gets the move's advantage). UCI prompts run to the token budget, as they first did."""
-    return [" ", "\n"] if config.prompt_style == "san" else None
+    return ONE_MOVE if config.prompt_style == "san" else None
 
 
 def eval_references(rows: list[dict], scores: dict[str, list]) -> dict[str, list]:

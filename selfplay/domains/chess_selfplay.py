@@ -37,12 +37,12 @@ class PolicyPlayer:
 
     def __init__(self, policy, tokenizer, *, max_tokens: int, temperature: float, retry_temperature: float = 1.0,
                  style: str = "san"):
-        from selfplay.domains.chess import position_prompt
+        from selfplay.domains.chess import ONE_MOVE, position_prompt
         from selfplay.train import encode_prompt
 
         self.policy, self.max_tokens, self.asked = policy, max_tokens, {}
         self.temperature, self.retry_temperature = temperature, retry_temperature
-        self.stop = [" ", "\n"] if style == "san" else None  # as the loop's chess samples (chess.stop_strings)
+        self.stop = ONE_MOVE if style == "san" else None  # as the loop's chess samples
         self.encode = lambda board: encode_prompt(tokenizer, position_prompt(board.fen(), style))
 
     def __call__(self, boards: list[chess.Board]) -> list[str]:
