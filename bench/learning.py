@@ -5,7 +5,9 @@
     python bench/learning.py --table                     # the README's table from bench/results/learning.json
 
 Each configuration is `selfplay loop` with its flags, after `selfplay sft` with its own flags where it has them (the
-loop then starts from the fine-tuned model, and its "before" is the fine-tuned model's). Chess runs are scored before and after on the loop's random
+loop then starts from the fine-tuned model, and its "before" is the fine-tuned model's).
+
+Chess runs are scored before and after on the loop's random
 playouts, bench/data/mate_in_one.epd and bench/data/winning_move.epd (`python bench/make_heldout_epd.py`); code runs
 on the loop's held-out generated tasks and HumanEval. The figures are the held-out ones after training with their 95%
 bootstrap intervals, the paired before -> after change, and the wall time of the whole run (CPU named beside it).
@@ -118,7 +120,8 @@ def rate(entry: dict | None, when: str) -> str:
 
 def row(label: str, seed, sets: dict, when: str, top: str, wall: str) -> str:
     playouts, mate, winning = sets.get("playouts", {}), sets.get("mate_in_one", {}), sets.get("winning_move", {})
-    return (f"| {label} | {seed} | {cell(playouts.get('skill'), when)} | {rate(playouts.get('best_move_reward'), when)} | "
+    return (f"| {label} | {seed} | {cell(playouts.get('skill'), when)} | "
+            f"{rate(playouts.get('best_move_reward'), when)} | "
             f"{rate(mate.get('solve_reward'), when)} | {rate(winning.get('solve_reward'), when)} | "
             f"{rate(playouts.get('legal_move_reward'), when)} | {top} | {wall} |")
 
@@ -174,8 +177,8 @@ def main() -> None:
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     if args.table or not args.configs:
-        order = list(CONFIGS)
-        print(table(sorted(results, key=lambda r: (order.index(r["config"]) if r["config"] in order else 99, r["seed"]))))
+        rank = {name: i for i, name in enumerate(CONFIGS)}
+        print(table(sorted(results, key=lambda r: (rank.get(r["config"], len(rank)), r["seed"]))))
 
 
 if __name__ == "__main__":

@@ -70,8 +70,8 @@ def test_grpo_raises_the_probability_of_the_rewarded_answer(peaked_tiny_model, t
     assert 0.05 < before < 0.3  # sampled in some of a group's 8 answers, not all: the group has spread
 
     monkeypatch.setattr(loop, "get_domain", lambda name: toy_domain(rewarded, [{"prompt": PROMPT}] * 8))
-    config = LoopConfig(model=peaked_tiny_model, warm_start=0, runs_dir=str(tmp_path), run="toy", steps=4, prompts_per_step=2,
-                        num_generations=8, micro_batch_size=8, learning_rate=0.01, temperature=1.0,
+    config = LoopConfig(model=peaked_tiny_model, warm_start=0, runs_dir=str(tmp_path), run="toy", steps=4,
+                        prompts_per_step=2, num_generations=8, micro_batch_size=8, learning_rate=0.01, temperature=1.0,
                         max_completion_length=2, eval_positions=0)
     loop.run_loop(config)
     trained = PeftModel.from_pretrained(base, Path(tmp_path) / "toy" / "adapters" / "final")

@@ -135,8 +135,9 @@ def test_full_finetune_changes_every_weight_and_vllm_serves_them(tiny_model, den
     from selfplay import loop
 
     config = LoopConfig(
-        model=tiny_model, runs_dir=str(tmp_path), run="full", full_finetune=True, warm_start=0, steps=1, prompts_per_step=2,
-        num_generations=4, micro_batch_size=4, learning_rate=0.05, train_positions=4, eval_positions=2, engine_limit="depth=4",
+        model=tiny_model, runs_dir=str(tmp_path), run="full", full_finetune=True, warm_start=0, steps=1,
+        prompts_per_step=2, num_generations=4, micro_batch_size=4, learning_rate=0.05, train_positions=4,
+        eval_positions=2, engine_limit="depth=4",
     )
     monkeypatch.setattr(loop, "get_domain", lambda name: dense_chess_domain)
     results = loop.run_loop(config)
@@ -151,8 +152,8 @@ def test_one_iteration_on_the_real_default_model(default_model, tmp_path):
     from selfplay.loop import run_loop
 
     config = LoopConfig(
-        runs_dir=str(tmp_path), run="real", warm_start=0, steps=1, prompts_per_step=1, num_generations=4, micro_batch_size=4,
-        train_positions=4, eval_positions=2,
+        runs_dir=str(tmp_path), run="real", warm_start=0, steps=1, prompts_per_step=1, num_generations=4,
+        micro_batch_size=4, train_positions=4, eval_positions=2,
     )
     results = run_loop(config)
     run_dir = tmp_path / "real"

@@ -113,7 +113,8 @@ def eval_rows(config) -> list[dict]:
         elif source == "mate_in_one":
             name, positions = source, mate_in_one_positions(config.eval_positions, seed=EVAL_SEED)
         else:
-            name, positions = Path(source).stem, read_positions(source, skip_bad=config.skip_bad)[0][: config.eval_positions]
+            positions = read_positions(source, skip_bad=config.skip_bad)[0][: config.eval_positions]
+            name = Path(source).stem
         rows += [{**position_row(p, config.prompt_style), "set": name} for p in positions]
     return rows
 
@@ -149,7 +150,8 @@ def training_data(config, rows: list[dict], held_out: list[dict], policy, tokeni
                              opponent_elo=opponent, seed=config.seed, exclude={row["fen"] for row in held_out})
     pool.refresh()  # the first round, with the policy as it starts
     share = mix["selfplay"] / sum(mix.values())
-    return live_dataset(rows, pool, share=share, seed=config.seed, to_row=functools.partial(position_row, style=config.prompt_style)), [RefreshEachIteration(pool, stats)]
+    to_row = functools.partial(position_row, style=config.prompt_style)
+    return live_dataset(rows, pool, share=share, seed=config.seed, to_row=to_row), [RefreshEachIteration(pool, stats)]
 
 
 def warm_start(config, model_path: str, run_dir: Path, pool: EnginePool, console) -> str:

@@ -21,7 +21,8 @@ PIECE_VALUES = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, 
 
 def material_balance(board: chess.Board, color: chess.Color) -> int:
     """Material of `color` minus the opponent's, in pawns."""
-    return sum(PIECE_VALUES[piece.piece_type] * (1 if piece.color == color else -1) for piece in board.piece_map().values())
+    pieces = board.piece_map().values()
+    return sum(PIECE_VALUES[piece.piece_type] * (1 if piece.color == color else -1) for piece in pieces)
 
 
 def greedy_moves(board: chess.Board) -> list[chess.Move]:

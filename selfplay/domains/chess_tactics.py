@@ -49,7 +49,8 @@ def mate_in_one_positions(count: int, *, seed: int) -> list[Position]:
         mates = mating_moves(board)
         if mates and board.fen() not in seen:
             seen.add(board.fen())
-            positions.append(Position(board.fen(), tuple(move.uci() for move in mates), id=f"mate1-{seed}-{len(positions)}"))
+            solutions = tuple(move.uci() for move in mates)
+            positions.append(Position(board.fen(), solutions, id=f"mate1-{seed}-{len(positions)}"))
     return positions
 
 
