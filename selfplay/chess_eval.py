@@ -24,6 +24,7 @@ from selfplay.domains import chess as chess_domain
 from selfplay.domains.chess_arena import estimate_elo, play_match
 from selfplay.domains.chess_selfplay import PolicyPlayer
 from selfplay.model import resolve_model
+from selfplay.dashboard import output_console
 from selfplay.runlog import create_run_dir, write_json
 
 
@@ -89,7 +90,7 @@ def adapter_rank(adapter: str) -> int:
 def run_chess_eval(config: EvalConfig, console: Console | None = None) -> dict:
     from rewards.chess_engine import parse_limit
 
-    console = console or Console()
+    console = console or output_console()
     levels = [int(level) for level in config.elo.split(",")]  # validated by the CLI
     model_path = resolve_model(config.model)
     lora_rank = adapter_rank(config.adapter) if config.adapter else None

@@ -4,6 +4,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+PIPE_WIDTH = 120  # rich assumes 80 columns when stdout is not a terminal: the held-out tables would wrap every row
+
+
+def output_console() -> Console:
+    """The console our lines go to: the terminal's width, or PIPE_WIDTH through a pipe or into a file."""
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPE_WIDTH)
+
+
 class Dashboard:
     def __init__(self, total_steps: int, *, headline: str, console: Console | None = None):
         self.headline = headline  # metric key shown beside the reward, e.g. reward/legal_move_reward

@@ -18,7 +18,7 @@ from rich.console import Console
 from transformers import TrainerCallback
 
 from selfplay.config import LoopConfig
-from selfplay.dashboard import Dashboard
+from selfplay.dashboard import Dashboard, output_console
 from selfplay.domains import get_domain
 from selfplay.evaluate import compare, eval_table, evaluate
 from selfplay.model import resolve_model
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
-    console = console or Console()
+    console = console or output_console()
     domain = get_domain(config.domain)
     model_path = resolve_model(config.model)
     eval_rows = domain.eval_rows(config)

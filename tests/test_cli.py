@@ -129,3 +129,10 @@ def test_help_of_every_command_lists_its_flags(capsys, command):
         main([*command, "--help"])
     assert exit_status.value.code == 0
     assert "--prompt-style" in capsys.readouterr().out  # every help text formats (a bare % once broke it)
+
+
+def test_through_a_pipe_our_tables_get_room_for_a_row_per_line():
+    from selfplay.dashboard import PIPE_WIDTH, output_console
+
+    console = output_console()  # pytest captures stdout: not a terminal
+    assert not console.is_terminal and console.width == PIPE_WIDTH
