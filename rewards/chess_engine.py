@@ -73,7 +73,7 @@ class Engine:
 
     def analyse(self, board: chess.Board, limit: chess.engine.Limit, move: chess.Move | None) -> tuple[float, str | None]:
         if self.engine is None:
-            self.engine = chess.engine.SimpleEngine.popen_uci(self.path)
+            self.engine = chess.engine.SimpleEngine.popen_uci(self.path, setpgrp=True)  # the terminal's Ctrl-C is ours
             self.pid = self.engine.protocol.transport.get_pid()
         watchdog = threading.Timer(self.timeout, self.kill)  # a hung engine raises EngineTerminatedError below
         watchdog.start()

@@ -24,7 +24,7 @@ from selfplay.domains import chess as chess_domain
 from selfplay.domains.chess_arena import estimate_elo, play_match
 from selfplay.domains.chess_selfplay import PolicyPlayer
 from selfplay.model import resolve_model
-from selfplay.dashboard import output_console
+from selfplay.terminal import output_console
 from selfplay.runlog import create_run_dir, write_json
 
 
@@ -87,7 +87,7 @@ def adapter_rank(adapter: str) -> int:
         raise ConfigError(f"--adapter {adapter}: not a PEFT LoRA adapter directory ({error})") from None
 
 
-def run_chess_eval(config: EvalConfig, console: Console | None = None) -> dict:
+def run_chess_eval(config: EvalConfig, console: Console | None = None, on_run_dir=None) -> dict:
     from rewards.chess_engine import parse_limit
 
     console = console or output_console()
@@ -100,6 +100,8 @@ def run_chess_eval(config: EvalConfig, console: Console | None = None) -> dict:
     rows = chess_domain.eval_rows(loop_like) if config.eval_positions else []  # a bad file stops here, nothing made
     name = config.run or f"eval__{Path(config.model.rstrip('/')).name}__{time.strftime('%Y%m%d-%H%M%S')}"
     out = create_run_dir(config.runs_dir, name)
+    if on_run_dir:
+        on_run_dir(out)
 
     from transformers import AutoTokenizer
 

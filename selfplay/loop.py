@@ -11,34 +11,71 @@
 """
 
 import dataclasses
+import json
 import logging
 import os
+import shutil
+import time
 
 from rich.console import Console
 from transformers import TrainerCallback
 
 from selfplay.config import LoopConfig
-from selfplay.dashboard import Dashboard, output_console
+from selfplay.dashboard import Dashboard
+from selfplay.terminal import cpu_name, output_console
 from selfplay.domains import get_domain
 from selfplay.evaluate import compare, eval_table, evaluate
+from selfplay.stats import describe_change
 from selfplay.model import resolve_model
-from selfplay.runlog import RunLogger, append_jsonl, create_run_dir, write_json
+from selfplay.resume import (checkpoint_iteration, earlier_evaluations, latest_checkpoint, saved_config,
+                             truncate_logs)
+from selfplay.runlog import RunLogger, append_jsonl, create_run_dir, read_status, write_json, write_status
+from selfplay.runs import resolve as resolve_run
 
 log = logging.getLogger(__name__)
 
 
-def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
+def run_loop(config: LoopConfig, console: Console | None = None, on_run_dir=None) -> dict:
+    """Run the loop, or with `config.resume` continue that run; `on_run_dir(path)` is called once the run directory
+    exists (the CLI moves its log there)."""
     console = console or output_console()
+    checkpoint, resuming = None, bool(config.resume)
+    if resuming:
+        run_dir = resolve_run(config.runs_dir, config.resume)
+        config = saved_config(run_dir)
+        if read_status(run_dir).get("status") == "finished":
+            console.print(f"{run_dir.name} has finished: nothing to resume (selfplay runs show {run_dir.name})")
+            return json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else {}
     domain = get_domain(config.domain)
     model_path = resolve_model(config.model)
     eval_rows = domain.eval_rows(config)
     rows = domain.train_rows(config, eval_rows)  # a bad position or task file stops here: no run dir, no vLLM
-    run_dir = create_run_dir(config.runs_dir, config.run_name())
-    settings = {**dataclasses.asdict(config), "run": run_dir.name, "model_path": model_path}
-    write_json(run_dir / "config.json", settings)
-    console.print(f"[bold]run[/] {run_dir}")
-    console.print_json(data=settings)
+    if resuming:
+        checkpoint = latest_checkpoint(run_dir)
+        truncate_logs(run_dir, checkpoint_iteration(checkpoint))
+    else:
+        run_dir = create_run_dir(config.runs_dir, config.run_name())
+        settings = {**dataclasses.asdict(config), "run": run_dir.name, "model_path": model_path}
+        write_json(run_dir / "config.json", settings)
+    if on_run_dir:
+        on_run_dir(run_dir)
+    write_status(run_dir, "running", started=time.time(), steps=config.steps)
+    try:
+        results = _run(config, console, domain, model_path, eval_rows, rows, run_dir, checkpoint, resuming)
+    except KeyboardInterrupt:
+        write_status(run_dir, "interrupted", ended=time.time())
+        console.print(f"[bold]interrupted[/]: selfplay loop --resume {run_dir.name} continues it")
+        raise
+    except BaseException as error:
+        write_status(run_dir, "crashed", ended=time.time(), error=f"{type(error).__name__}: {error}")
+        raise
+    write_status(run_dir, "finished", ended=time.time())
+    console.print(f"[bold]run[/] {run_dir}  (selfplay runs show {run_dir.name})")
+    return results
 
+
+def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_rows: list, rows: list, run_dir,
+         checkpoint, resuming: bool) -> dict:
     import torch
     from transformers import AutoTokenizer
 
@@ -48,6 +85,7 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     reward_funcs, reward_weights, engines = domain.reward_funcs(config)
+    print_header(console, config, run_dir, model_path, engines)
     lora = not config.full_finetune
     policy = None
     try:
@@ -57,27 +95,49 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
             result = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length,
                               stop=domain.stop_strings(config), references=domain.eval_references)
             append_jsonl(run_dir / "eval.jsonl", [{"label": label, **result}])
+            if dashboard is not None:
+                dashboard.evaluated(label, result.get(next(iter(domain.EVAL_METRICS))))
             if label == "before":
                 console.print(eval_table(f"held-out {label} (95% intervals)", domain.EVAL_METRICS, result))
             else:
-                console.print(f"[bold]eval {label}[/] {summary(result, domain.EVAL_METRICS)}")
+                change = compare(eval_rows, results["before"], result) if "before" in results else {}
+                if label == "fine-tuned":
+                    results["fine_tune_change"] = change
+                console.print(f"[bold]eval {label}[/] {summary(result, change, domain.EVAL_METRICS)}",
+                              highlight=False)
             return result
 
-        results = {}
-        if eval_rows:
+        results, dashboard = earlier_evaluations(run_dir), None  # a resumed run does not repeat these
+        if eval_rows and "before" not in results:
             results["before"] = run_eval("before")
-        if config.warm_start:  # fine-tune first (the domain's supervised targets), then GRPO from that model
+        warm_model = run_dir / "warm" / "model"
+        if config.warm_start and "fine-tuned" in results and (warm_model / "config.json").exists():
+            model_path = str(warm_model)  # fine-tuned before the run stopped
             policy.close()
-            model_path = domain.warm_start(config, model_path, run_dir, engines, console)
+            policy = VLLMPolicy(model_path, lora_rank=config.lora_rank if lora else None, seed=config.seed)
+        elif config.warm_start:  # fine-tune first (the domain's supervised targets), then GRPO from that model
+            shutil.rmtree(run_dir / "warm", ignore_errors=True)  # a fine-tune cut short starts over
+            model_path = domain.warm_start(config, model_path, run_dir, engines, console, policy=policy,
+                                           tokenizer=tokenizer, rows=rows)
+            policy.close()
             policy = VLLMPolicy(model_path, lora_rank=config.lora_rank if lora else None, seed=config.seed)
             if eval_rows:
                 results["fine-tuned"] = run_eval("fine-tuned")
+        done = checkpoint_iteration(checkpoint)
+        if resuming:
+            console.print(f"[bold]resume[/] from iteration {done} of {config.steps}" +
+                          (f" ({checkpoint})" if checkpoint else ": no iteration was saved, they start over"))
+        if checkpoint is not None:
+            if lora:
+                policy.load_adapter(str(checkpoint), done)
         if not lora:  # full weights: TRL generates and syncs itself (HF generate on CPU, its colocated vLLM on CUDA)
             policy.close()
 
         stats: dict = {}
         dataset, data_callbacks = domain.training_data(config, rows, eval_rows, policy, tokenizer, stats)
-        with Dashboard(config.steps, headline=domain.HEADLINE, console=console) as dashboard:
+        weights = {f.__name__: w for f, w in zip(reward_funcs, reward_weights)}
+        with Dashboard(config.steps, headline=domain.HEADLINE, weights=weights, console=console,
+                       done=done) as dashboard:
             logger = RunLogger(run_dir, stats, on_metrics=dashboard.update)
             callbacks = [*data_callbacks, logger]
             if lora and eval_rows and config.eval_every:
@@ -87,7 +147,7 @@ def run_loop(config: LoopConfig, console: Console | None = None) -> dict:
                 stats, callbacks, domain.stop_strings(config),
             )
             logger.trainer = trainer
-            trainer.train()
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if lora:
             trainer.model.save_pretrained(run_dir / "adapters" / "final")
         else:
@@ -121,9 +181,32 @@ class EvalEvery(TrainerCallback):
             self.run_eval(f"iteration {state.global_step}")
 
 
-def summary(result: dict, metrics: dict[str, str]) -> str:
-    """One line: the domain's metrics over all held-out rows."""
-    return "  ".join(f"{label} {result[k]:.3f}" for k, label in metrics.items() if result.get(k) is not None)
+def print_header(console: Console, config: LoopConfig, run_dir, model_path: str, resources) -> None:
+    """Who runs where, in five lines."""
+    import torch
+
+    device = (f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available()
+              else f"cpu ({cpu_name()}, {os.cpu_count()} cores)")
+    if hasattr(resources, "limit"):  # the chess engine pool
+        backend = f"Stockfish, {config.engine_limit}, {resources.size} processes"
+    else:
+        backend = f"{type(resources).__name__.removesuffix('Sandbox').lower()} sandbox"
+    training = "full fine-tune" if config.full_finetune else f"LoRA r={config.lora_rank}"
+    for label, value in (("run", f"{run_dir}  ({config.domain}, seed {config.seed}, {config.steps} iterations)"),
+                         ("model", f"{model_path}  ({training}, lr {config.learning_rate:g})"),
+                         ("device", device), ("rewards", backend), ("log", f"{run_dir / 'log.txt'}")):
+        console.print(f"[bold]{label:>7}[/] {value}", highlight=False)
+
+
+def summary(result: dict, change: dict, metrics: dict[str, str]) -> str:
+    """One line: the domain's first metric on each held-out set, with its paired change since "before"."""
+    key, label = next(iter(metrics.items()))
+    parts = []
+    for name, figures in result["sets"].items():
+        if key in figures:
+            since = change.get(name, {}).get(key)
+            parts.append(f"{name} {label} {figures[key][0]:.3f}" + (f" ({describe_change(*since)})" if since else ""))
+    return "  ".join(parts)
 
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; we pin TRL's version

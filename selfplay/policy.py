@@ -14,6 +14,7 @@ second failure raises `PolicyError` saying what to check.
 """
 
 import logging
+import os
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class VLLMPolicy:
         seed: int = 0,
         max_model_len: int = 2048,
         gpu_memory_utilization: float = 0.3,
-        cpu_kv_cache_bytes: int = 512 * 2**20,
+        cpu_kv_cache_bytes: int = 2 * 2**30,
     ):
         import torch
 
@@ -58,8 +59,11 @@ class VLLMPolicy:
             gpu_memory_utilization=gpu_memory_utilization,
         )
         if not self.on_cuda:
-            # KV cache of a fixed size (vLLM's CPU default is a share of RAM): 512 MiB holds ~11k tokens of the
-            # 135M model, enough for a GRPO batch whose groups share their prompt through prefix caching
+            # vLLM CPU keeps a core free by default and serves on the rest: one core of two here. The loop generates
+            # and trains in turn, so generation gets every core (1.56x the tokens/s on 2 cores)
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+            # KV cache of a fixed size (vLLM's CPU default is a share of RAM): 2 GiB holds ~46k tokens of the 135M
+            # model, a few hundred code answers at once (1.22x the tokens/s of 512 MiB on 300 code samples)
             self.engine_args["kv_cache_memory_bytes"] = cpu_kv_cache_bytes
         self.version = 0  # policy version served now: 0 = the base weights, k = adapter after update k
         self.lora = None
@@ -95,19 +99,25 @@ class VLLMPolicy:
         top_p: float = 1.0,
         top_k: int = 0,
         stop: list[str] | None = None,
+        seed: int | None = None,
     ) -> list[list[Completion]]:
-        """`n` sampled completions for each tokenized prompt (temperature 0 = greedy)."""
+        """`n` sampled completions for each tokenized prompt (temperature 0 = greedy). With `seed`, prompt i samples
+        from its own generator seeded `seed + i`: the same call gives the same samples, also after a restart."""
         from vllm import SamplingParams, TokensPrompt
 
-        params = SamplingParams(
-            n=n,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=max(top_k, 0),
-            logprobs=0,  # the sampled token's own logprob
-            stop=stop,
-        )
+        def sampling(request_seed: int | None) -> SamplingParams:
+            return SamplingParams(
+                n=n,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=max(top_k, 0),
+                logprobs=0,  # the sampled token's own logprob
+                stop=stop,
+                seed=request_seed,
+            )
+
+        params = sampling(None) if seed is None else [sampling(seed + i) for i in range(len(prompts))]
         requests = [TokensPrompt(prompt_token_ids=ids) for ids in prompts]
         outputs = self._generate(requests, params)
         return [

@@ -6,11 +6,14 @@
     samples.jsonl   every prompt, completion, reward(s), advantage and the policy version that sampled it
     eval.json       the held-out evaluation before and after training
     eval.jsonl      every evaluation as it happens: before, every `eval_every` iterations, after
+    status.json     running, finished, crashed (with the error) or interrupted; the pid, start and end times
+    log.txt         everything third-party (vLLM, TRL, torch warnings) that `selfplay loop` kept off the terminal
     adapters/       the LoRA adapter of the latest policy versions, and adapters/final
 """
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -28,13 +31,33 @@ def create_run_dir(runs_dir: str, name: str) -> Path:
         raise RunDirError(f"run name {name!r} must be a plain directory name")
     path = Path(runs_dir) / name
     if (path / "metrics.jsonl").exists():
-        raise RunDirError(f"{path} already holds a run: choose another RUN name (nothing was overwritten)")
+        raise RunDirError(f"{path} already holds a run: choose another RUN name, or continue it with selfplay loop "
+                          f"--resume {name} (nothing was overwritten)")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_status(run_dir: Path) -> dict:
+    path = Path(run_dir) / "status.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError as error:
+        raise RunDirError(f"{path}: not valid JSON ({error.msg}): the file is half-written") from None
+
+
+def write_status(run_dir: Path, status: str, **fields) -> None:
+    """status.json: what `selfplay runs` reports. Written whole, then renamed, so it is never half-written."""
+    path = Path(run_dir) / "status.json"
+    data = {**read_status(run_dir), "status": status, "pid": os.getpid(), "updated": time.time(), **fields}
+    tmp = path.with_suffix(".tmp")
+    write_json(tmp, data)
+    os.replace(tmp, path)
 
 
 def append_jsonl(path: Path, rows: list[dict]) -> None:
@@ -81,13 +104,13 @@ class RunLogger(TrainerCallback):
         }
         row = {k: _clean(v) for k, v in row.items()}
         append_jsonl(self.run_dir / "metrics.jsonl", [row])
-        self._write_samples(state.global_step, stats.get("policy_version"))
+        samples = self._write_samples(state.global_step, stats.get("policy_version"))
         stats.pop("reward/evals", None)
         stats.pop("reward/seconds", None)
         if self.on_metrics:
-            self.on_metrics(row)
+            self.on_metrics(row, samples)
 
-    def _write_samples(self, iteration: int, version):
+    def _write_samples(self, iteration: int, version) -> list[dict]:
         buffer = self.trainer._logs  # TRL keeps the last generation batch here: prompts, completions, rewards, advantages
         rewards = {name: list(values) for name, values in buffer["rewards"].items()}
         extra = {name: list(values) for name, values in buffer["extra"].items()}
@@ -105,3 +128,4 @@ class RunLogger(TrainerCallback):
                 }
             )
         append_jsonl(self.run_dir / "samples.jsonl", rows)
+        return rows

@@ -22,6 +22,7 @@ from selfplay.config import ConfigError, LoopConfig, check_engine_limit
 from selfplay.domains import chess as chess_domain
 from selfplay.model import resolve_model
 from selfplay.runlog import create_run_dir, write_json
+from selfplay.terminal import output_console
 
 
 @dataclass
@@ -102,21 +103,18 @@ def best_sampled_answers(model_path: str, rows: list[dict], config: SFTConfig, t
     return answers
 
 
-def run_sft(config: SFTConfig, console: Console | None = None) -> dict:
-    console = console or Console()
+def run_sft(config: SFTConfig, console: Console | None = None, on_run_dir=None) -> dict:
+    console = console or output_console()
     model_path = resolve_model(config.model)
     loop_like = LoopConfig(positions=config.positions, train_positions=config.examples, skip_bad=config.skip_bad,
                            engine_limit=config.engine_limit, engine_workers=config.engine_workers, seed=config.seed,
                            prompt_style=config.prompt_style, engine_cache=config.engine_cache)
     rows = chess_domain.train_rows(loop_like, chess_domain.eval_rows(LoopConfig()))  # never the loop's held-out set
     out = create_run_dir(config.runs_dir, config.run or f"sft__{config.targets}__{time.strftime('%Y%m%d-%H%M%S')}")
+    if on_run_dir:
+        on_run_dir(out)
 
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoTokenizer
-    from trl import SFTConfig as TRLSFTConfig
-    from trl import SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     _, _, engines = chess_domain.reward_funcs(loop_like)
@@ -136,16 +134,36 @@ def run_sft(config: SFTConfig, console: Console | None = None) -> dict:
         raise ConfigError(f"no example reached --min-reward {config.min_reward}: lower it or use --targets engine")
     targets_seconds = time.perf_counter() - start
     console.print(f"[bold]sft[/] {len(examples)} examples from {len(rows)} positions ({config.targets})")
+    losses, train_seconds = fine_tune(model_path, examples, out, tokenizer, learning_rate=config.learning_rate,
+                                      epochs=config.epochs, batch_size=config.batch_size, lora_rank=config.lora_rank,
+                                      seed=config.seed)
+    result = {"examples": len(examples), "positions": len(rows), "targets": config.targets,
+              "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+              "targets_seconds": targets_seconds, "train_seconds": train_seconds, "model": str(out / "model")}
+    write_json(out / "sft.json", result)
+    console.print(f"[bold]sft[/] done: {result}")
+    console.print(f"next: selfplay loop --domain chess --model {Path(out) / 'model'}")
+    return result
+
+
+def fine_tune(model_path: str, examples: list[dict], out: Path, tokenizer, *, learning_rate: float, epochs: float,
+              batch_size: int, lora_rank: int, seed: int) -> tuple[list[float], float]:
+    """TRL's SFTTrainer on prompt/completion `examples` (loss on the completion only), a LoRA adapter merged into the
+    weights, saved with the tokenizer as out/model. Returns the logged losses and the training seconds."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
 
     args = TRLSFTConfig(
-        output_dir=str(out / "trainer"), num_train_epochs=config.epochs, learning_rate=config.learning_rate,
-        per_device_train_batch_size=2, gradient_accumulation_steps=config.batch_size // 2, logging_steps=1,
-        save_strategy="no", report_to=[], seed=config.seed, use_cpu=not torch.cuda.is_available(),
+        output_dir=str(out / "trainer"), num_train_epochs=epochs, learning_rate=learning_rate,
+        per_device_train_batch_size=2, gradient_accumulation_steps=batch_size // 2, logging_steps=1,
+        save_strategy="no", report_to=[], seed=seed, use_cpu=not torch.cuda.is_available(),
         bf16=torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported(),
         gradient_checkpointing=False,
     )
-    peft = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
+    peft = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model_path, args=args, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer, peft_config=peft)
     start = time.perf_counter()
@@ -154,11 +172,4 @@ def run_sft(config: SFTConfig, console: Console | None = None) -> dict:
     merged = trainer.model.merge_and_unload().to(torch.float32)
     merged.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
-    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
-    result = {"examples": len(examples), "positions": len(rows), "targets": config.targets,
-              "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-              "targets_seconds": targets_seconds, "train_seconds": train_seconds, "model": str(out / "model")}
-    write_json(out / "sft.json", result)
-    console.print(f"[bold]sft[/] done: {result}")
-    console.print(f"next: selfplay loop --domain chess --model {Path(out) / 'model'}")
-    return result
+    return [log["loss"] for log in trainer.state.log_history if "loss" in log], train_seconds

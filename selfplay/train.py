@@ -12,6 +12,7 @@ logprobs of a group's samples over one pass of their shared prompt):
 """
 
 import functools
+import os
 import shutil
 import time
 from pathlib import Path
@@ -52,6 +53,8 @@ class VLLMRollout:
             top_p=args.top_p,
             top_k=args.top_k or 0,  # TRL: 0 or None = off; vLLM: 0 = off
             stop=self.stop,
+            # seeded by run seed and iteration: a resumed run samples what the uninterrupted one would have
+            seed=(args.seed * 1_000_003 + trainer.state.global_step) * 1_000,
         )
         seconds = time.perf_counter() - start
         out = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "policy_version": []}
@@ -109,6 +112,19 @@ def score_completion_tokens_only() -> None:
     trl_utils._use_triton = lambda device: True
 
 
+def report_to(config, run_dir: Path) -> list[str]:
+    """TRL's report_to, with each tracker writing into the run dir; W&B offline unless the user set it up."""
+    trackers = config.trackers()
+    if "tensorboard" in trackers:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
+    if "wandb" in trackers:
+        os.environ.setdefault("WANDB_DIR", str(run_dir))
+        os.environ.setdefault("WANDB_PROJECT", "selfplay")
+        if "WANDB_API_KEY" not in os.environ:
+            os.environ.setdefault("WANDB_MODE", "offline")
+    return trackers
+
+
 def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights, policy, run_dir: Path, stats: dict,
                   callbacks, stop: list[str] | None = None):
     """A TRL GRPOTrainer whose generation is `VLLMRollout` (ending samples at any of the `stop` strings) and whose
@@ -148,8 +164,13 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
         reward_weights=reward_weights,
         seed=config.seed,
         logging_steps=1,
-        save_strategy="no",
-        report_to=[],
+        # a checkpoint (adapter or weights, optimizer, scheduler, RNG states, data position) after every iteration,
+        # the last two kept: `selfplay loop --resume RUN` continues from the newest complete one
+        save_strategy="steps",
+        save_steps=1,
+        save_total_limit=2,
+        report_to=report_to(config, run_dir),
+        run_name=run_dir.name,
         disable_tqdm=True,  # the loop has its own progress display
         gradient_checkpointing=False,  # a small model on CPU has memory to spare; recomputation costs time
         # TRL's default, bfloat16 autocast over float32 weights, wherever the hardware has bfloat16 (the update is

@@ -2,7 +2,6 @@
 sandbox the code rewards use."""
 
 import os
-from types import SimpleNamespace
 
 import pytest
 
@@ -45,35 +44,12 @@ def tiny_model(default_model, tmp_path_factory):
     return str(path)
 
 
-def move_chars_reward(prompts, completions, **kwargs):
-    """Share of characters that can appear in a UCI move: random text has spread, so GRPO gets a gradient."""
-    from rewards.completions import completion_text
-
-    texts = [completion_text(c) for c in completions]
-    return [sum(ch in "abcdefgh12345678" for ch in t) / max(len(t), 1) for t in texts]
-
-
 @pytest.fixture(scope="session")
 def dense_chess_domain():
-    """The chess domain with one dense reward added (weight 1): a random model never names a legal move, so the
-    real Stockfish rewards alone would give every group zero spread and TRL no gradient."""
-    from selfplay.domains import chess as chess_domain
+    """The chess domain with one dense reward added (tests/dense_domain.py)."""
+    from dense_domain import dense_chess_domain
 
-    def reward_funcs(config):
-        funcs, weights, engines = chess_domain.reward_funcs(config)
-        return [*funcs, move_chars_reward], [*weights, 1.0], engines
-
-    return SimpleNamespace(
-        train_rows=chess_domain.train_rows,
-        eval_rows=chess_domain.eval_rows,
-        training_data=chess_domain.training_data,
-        reward_funcs=reward_funcs,
-        HEADLINE=chess_domain.HEADLINE,
-        stop_strings=chess_domain.stop_strings,
-        eval_references=chess_domain.eval_references,
-        EVAL_METRICS=chess_domain.EVAL_METRICS,
-        warm_start=chess_domain.warm_start,
-    )
+    return dense_chess_domain()
 
 
 @pytest.fixture(scope="module")

@@ -5,26 +5,26 @@ import pytest
 from selfplay.cli import main
 
 
-def run_cli(capsys, *argv):
+def run_cli(capfd, *argv):
     status = main(list(argv))
-    return status, capsys.readouterr().err
+    return status, capfd.readouterr().err
 
 
-def test_unknown_domain(capsys, tmp_path):
-    status, err = run_cli(capsys, "loop", "--domain", "poker", "--runs-dir", str(tmp_path))
+def test_unknown_domain(capfd, tmp_path):
+    status, err = run_cli(capfd, "loop", "--domain", "poker", "--runs-dir", str(tmp_path))
     assert status == 2 and "unknown domain 'poker'" in err and "chess" in err
     assert not any(tmp_path.iterdir())
 
 
-def test_missing_model_path(capsys, tmp_path):
-    status, err = run_cli(capsys, "loop", "--model", str(tmp_path / "nope"), "--runs-dir", str(tmp_path))
+def test_missing_model_path(capfd, tmp_path):
+    status, err = run_cli(capfd, "loop", "--model", str(tmp_path / "nope"), "--runs-dir", str(tmp_path))
     assert status == 2 and "does not exist" in err
     assert list(tmp_path.iterdir()) == []  # no run directory left behind
 
 
-def test_model_directory_without_config(capsys, tmp_path):
+def test_model_directory_without_config(capfd, tmp_path):
     (tmp_path / "empty").mkdir()
-    status, err = run_cli(capsys, "loop", "--model", str(tmp_path / "empty"), "--runs-dir", str(tmp_path))
+    status, err = run_cli(capfd, "loop", "--model", str(tmp_path / "empty"), "--runs-dir", str(tmp_path))
     assert status == 2 and "no config.json" in err
 
 
@@ -39,8 +39,8 @@ def test_model_directory_without_config(capsys, tmp_path):
         (["--micro-batch-size", "3"], "must divide"),
     ],
 )
-def test_malformed_flags(capsys, tmp_path, flags, message):
-    status, err = run_cli(capsys, "loop", "--runs-dir", str(tmp_path), *flags)
+def test_malformed_flags(capfd, tmp_path, flags, message):
+    status, err = run_cli(capfd, "loop", "--runs-dir", str(tmp_path), *flags)
     assert status == 2 and message in err
 
 
@@ -54,26 +54,26 @@ def test_grpo_passthrough_is_typed_by_trl():
     }
 
 
-def test_existing_run_is_never_overwritten(capsys, tmp_path, default_model):
+def test_existing_run_is_never_overwritten(capfd, tmp_path, default_model):
     run = tmp_path / "taken"
     run.mkdir()
     (run / "metrics.jsonl").write_text('{"iteration": 1}\n')
-    status, err = run_cli(capsys, "loop", "--runs-dir", str(tmp_path), "--run", "taken")
+    status, err = run_cli(capfd, "loop", "--runs-dir", str(tmp_path), "--run", "taken")
     assert status == 2 and "already holds a run" in err
     assert (run / "metrics.jsonl").read_text() == '{"iteration": 1}\n'
 
 
-def test_malformed_position_file_names_file_and_line_and_starts_nothing(capsys, tmp_path):
+def test_malformed_position_file_names_file_and_line_and_starts_nothing(capfd, tmp_path):
     bad = tmp_path / "bad.fen"
     bad.write_text(chess_start() + "\nnot a fen at all\n")
-    status, err = run_cli(capsys, "loop", "--runs-dir", str(tmp_path / "runs"), "--positions", str(bad))
+    status, err = run_cli(capfd, "loop", "--runs-dir", str(tmp_path / "runs"), "--positions", str(bad))
     assert status == 2 and f"{bad}:2" in err
     assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("flag", ["--positions", "--eval-file"])
-def test_a_missing_position_or_eval_file_is_one_line_and_exit_2(capsys, tmp_path, flag):
-    status, err = run_cli(capsys, "loop", "--runs-dir", str(tmp_path / "runs"), flag, f"random,{tmp_path}/nope.epd")
+def test_a_missing_position_or_eval_file_is_one_line_and_exit_2(capfd, tmp_path, flag):
+    status, err = run_cli(capfd, "loop", "--runs-dir", str(tmp_path / "runs"), flag, f"random,{tmp_path}/nope.epd")
     assert status == 2 and err.strip() == f"selfplay: error: no such file: {tmp_path}/nope.epd"
     assert not (tmp_path / "runs").exists()
 
@@ -92,27 +92,26 @@ def test_a_missing_position_or_eval_file_is_one_line_and_exit_2(capsys, tmp_path
         (["loop", "--prompt-style", "pgn"], "--prompt-style"),
         (["loop", "--train-reward", "vibes"], "--train-reward"),
         (["loop", "--warm-start", "-1"], "--warm-start"),
-        (["loop", "--domain", "code", "--warm-start", "10"], "--warm-start"),
         (["eval", "chess", "--prompt-style", "pgn"], "--prompt-style"),
         (["sft", "--prompt-style", "pgn"], "--prompt-style"),
     ],
 )
-def test_malformed_flags_of_every_command(capsys, tmp_path, argv, message):
-    status, err = run_cli(capsys, *argv, "--runs-dir", str(tmp_path))
+def test_malformed_flags_of_every_command(capfd, tmp_path, argv, message):
+    status, err = run_cli(capfd, *argv, "--runs-dir", str(tmp_path))
     assert status == 2 and message in err and not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("command", [["eval", "chess", "--positions-file"], ["sft", "--positions"]])
-def test_malformed_position_file_stops_eval_and_sft_before_anything_is_made(capsys, tmp_path, command):
+def test_malformed_position_file_stops_eval_and_sft_before_anything_is_made(capfd, tmp_path, command):
     bad = tmp_path / "bad.epd"
     bad.write_text("\x00\xff garbage ♞\n")
-    status, err = run_cli(capsys, *command, str(bad), "--runs-dir", str(tmp_path / "runs"))
+    status, err = run_cli(capfd, *command, str(bad), "--runs-dir", str(tmp_path / "runs"))
     assert status == 2 and f"{bad}:1" in err
     assert not (tmp_path / "runs").exists()
 
 
-def test_eval_with_a_directory_that_is_no_adapter(capsys, tmp_path):
-    status, err = run_cli(capsys, "eval", "chess", "--adapter", str(tmp_path), "--runs-dir", str(tmp_path / "runs"))
+def test_eval_with_a_directory_that_is_no_adapter(capfd, tmp_path):
+    status, err = run_cli(capfd, "eval", "chess", "--adapter", str(tmp_path), "--runs-dir", str(tmp_path / "runs"))
     assert status == 2 and "not a PEFT LoRA adapter directory" in err
     assert not (tmp_path / "runs").exists()
 
@@ -124,15 +123,15 @@ def chess_start() -> str:
 
 
 @pytest.mark.parametrize("command", [["loop"], ["eval", "chess"], ["sft"]])
-def test_help_of_every_command_lists_its_flags(capsys, command):
+def test_help_of_every_command_lists_its_flags(capfd, command):
     with pytest.raises(SystemExit) as exit_status:
         main([*command, "--help"])
     assert exit_status.value.code == 0
-    assert "--prompt-style" in capsys.readouterr().out  # every help text formats (a bare % once broke it)
+    assert "--prompt-style" in capfd.readouterr().out  # every help text formats (a bare % once broke it)
 
 
 def test_through_a_pipe_our_tables_get_room_for_a_row_per_line():
-    from selfplay.dashboard import PIPE_WIDTH, output_console
+    from selfplay.terminal import PIPE_WIDTH, output_console
 
     console = output_console()  # pytest captures stdout: not a terminal
     assert not console.is_terminal and console.width == PIPE_WIDTH

@@ -95,19 +95,19 @@ def test_the_sandbox_flag_picks_the_backend():
         (["--eval-humaneval", "-2"], "--eval-humaneval must be 0 or more"),
     ],
 )
-def test_malformed_code_flags_exit_2(capsys, tmp_path, flags, message):
+def test_malformed_code_flags_exit_2(capfd, tmp_path, flags, message):
     assert main(["loop", "--domain", "code", "--runs-dir", str(tmp_path), *flags]) == 2
-    assert message in capsys.readouterr().err
+    assert message in capfd.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_malformed_task_file_exits_2_naming_the_line_before_any_run_dir(capsys, tmp_path, default_model):
+def test_a_malformed_task_file_exits_2_naming_the_line_before_any_run_dir(capfd, tmp_path, default_model):
     problems = humaneval_problems()
     path = tmp_path / "tasks.jsonl"
     path.write_text(json.dumps(problems[20]) + "\n{not json\n")
     runs = tmp_path / "runs"
     assert main(["loop", "--domain", "code", "--tasks", str(path), "--runs-dir", str(runs)]) == 2
-    assert f"{path}:2:" in capsys.readouterr().err
+    assert f"{path}:2:" in capfd.readouterr().err
     assert not runs.exists()
 
 
@@ -126,8 +126,8 @@ def test_the_loop_runs_the_code_domain_on_a_tiny_model(tiny_model, tmp_path, aut
     from selfplay.loop import run_loop
 
     config = LoopConfig(
-        domain="code", model=tiny_model, runs_dir=str(tmp_path), run="tiny-code", steps=1, prompts_per_step=2,
-        num_generations=4, micro_batch_size=4, max_completion_length=16, train_tasks=4, eval_tasks=2,
+        domain="code", model=tiny_model, runs_dir=str(tmp_path), run="tiny-code", warm_start=0, steps=1,
+        prompts_per_step=2, num_generations=4, micro_batch_size=4, max_completion_length=16, train_tasks=4, eval_tasks=2,
         eval_humaneval=2,
     )
     results = run_loop(config)
@@ -147,7 +147,8 @@ def test_one_code_iteration_on_the_real_default_model(default_model, tmp_path, a
     from selfplay.loop import run_loop
 
     config = LoopConfig(
-        domain="code", runs_dir=str(tmp_path), run="real-code", steps=1, prompts_per_step=1, num_generations=4,
+        domain="code", runs_dir=str(tmp_path), run="real-code", warm_start=0, steps=1, prompts_per_step=1,
+        num_generations=4,
         micro_batch_size=4, train_tasks=4, eval_tasks=4, eval_humaneval=1,
     )
     results = run_loop(config)
@@ -159,3 +160,56 @@ def test_one_code_iteration_on_the_real_default_model(default_model, tmp_path, a
             assert code.split("```", 1)[1].strip() == ""  # nothing after the block: generation stopped there
     assert 0.0 <= results["after"]["unit_test_pass_fraction"] <= 1.0
     assert results["after"]["policy_version"] == 1
+
+
+def family_rows(families: set[str], count: int) -> list[dict]:
+    tasks = [t for t in generated_tasks(200, seed=5) if t.task_id.split("/")[1] in families]
+    return [code_domain.task_row(t) for t in tasks[:count]]
+
+
+@pytest.mark.slow
+def test_the_code_warm_start_fine_tunes_on_sampled_answers_that_pass(default_model, tmp_path, auto_sandbox):
+    """Expert iteration on the real model: only answers that pass every hidden test become examples."""
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rewards.code import extract_code, run_tests
+    from selfplay.policy import VLLMPolicy
+
+    rows = family_rows({"reverse_string", "sum_list"}, 4)  # the base passes ~70% of its samples on these at 0.6
+    config = LoopConfig(domain="code", warm_start=4)
+    tokenizer = AutoTokenizer.from_pretrained(default_model)
+    policy = VLLMPolicy(default_model, lora_rank=None, seed=0)
+    try:
+        model_dir = code_domain.warm_start(config, default_model, tmp_path, auto_sandbox, Console(), policy=policy,
+                                           tokenizer=tokenizer, rows=rows)
+    finally:
+        policy.close()
+    report = json.loads((tmp_path / "warm" / "warm.json").read_text())
+    assert report["tasks"] == 4 and report["samples"] == 4 * code_domain.WARM_SAMPLES
+    assert 1 <= report["examples"] <= 4 and report["samples_passed"] >= report["examples"]
+    examples = read_jsonl(tmp_path / "warm" / "examples.jsonl")
+    assert len(examples) == report["examples"]
+    for example in examples:
+        assert example["answer"].startswith("```python") and example["answer"].endswith("\n```")
+        assert run_tests(extract_code(example["answer"]), example["tests"], auto_sandbox,
+                         entry_point=example["entry_point"]).all_passed
+    assert AutoModelForCausalLM.from_pretrained(model_dir).num_parameters() > 100_000_000
+
+
+@pytest.mark.slow
+def test_a_code_warm_start_without_one_passing_sample_says_so(tiny_model, tmp_path, auto_sandbox):
+    from rich.console import Console
+    from transformers import AutoTokenizer
+
+    from selfplay.policy import VLLMPolicy
+
+    config = LoopConfig(domain="code", warm_start=2, max_completion_length=16)
+    policy = VLLMPolicy(tiny_model, lora_rank=None, seed=0)
+    try:
+        with pytest.raises(TaskFileError, match="no sampled answer passed its tests; use --warm-start 0"):
+            code_domain.warm_start(config, tiny_model, tmp_path, auto_sandbox, Console(), policy=policy,
+                                   tokenizer=AutoTokenizer.from_pretrained(tiny_model),
+                                   rows=family_rows({"reverse_string"}, 2))
+    finally:
+        policy.close()

@@ -154,9 +154,10 @@ def training_data(config, rows: list[dict], held_out: list[dict], policy, tokeni
     return live_dataset(rows, pool, share=share, seed=config.seed, to_row=to_row), [RefreshEachIteration(pool, stats)]
 
 
-def warm_start(config, model_path: str, run_dir: Path, pool: EnginePool, console) -> str:
+def warm_start(config, model_path: str, run_dir: Path, pool: EnginePool, console, **served) -> str:
     """Fine-tune on Stockfish's best move in `config.warm_start` training positions (`selfplay sft --targets engine`,
-    LoRA merged), into run_dir/warm/model; GRPO then starts from that model. Returns its directory."""
+    LoRA merged), into run_dir/warm/model; GRPO then starts from that model. Returns its directory. The targets come
+    from the engine, not from the served policy (`served`: the loop's policy, tokenizer and rows, unused here)."""
     from selfplay.sft import SFTConfig, run_sft
 
     positions = "random" if "selfplay" in config.positions else config.positions

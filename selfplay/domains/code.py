@@ -10,9 +10,14 @@ held-out set is generated from a seed the training tasks never use (`--eval-task
 The policy trains on the share of hidden tests passed (`unit_test_pass_fraction`: a 135M model rarely passes every
 test, and a group where all score 0 gives GRPO no gradient); pass@1 (all tests passed) is logged, overall and per
 held-out source.
+
+`--warm-start N` is expert iteration before GRPO: the policy samples answers for N training tasks, the shortest that
+passes every hidden test is kept (rejection sampling), and the model is fine-tuned on those (`selfplay.sft.fine_tune`).
 """
 
+import json
 import random
+import time
 
 from datasets import Dataset
 
@@ -20,8 +25,11 @@ from rewards.code import unit_test_pass_fraction, unit_test_reward, use_sandbox
 from sandboxes import Sandbox, get_sandbox
 from selfplay.domains.code_families import generated_tasks
 from selfplay.domains.code_tasks import Task, TaskFileError, humaneval_tasks, read_tasks
+from selfplay.runlog import write_json
 
 EVAL_SEED = 1_000_003  # training seeds are small integers: the held-out tasks never share their seed
+WARM_SAMPLES = 4  # answers sampled per task for the warm start; at temperature 0.6 the base passes 17% of them
+WARM_EPOCHS = 2  # passes over the kept answers (a few hundred tasks keep ~100)
 SYSTEM_PROMPT = "You are an expert Python programmer. Reply with the complete function in one ```python code block."
 
 
@@ -96,3 +104,44 @@ HEADLINE = "reward/unit_test_reward"
 def stop_strings(config) -> list[str]:
     """The end of the first code block: what follows is prose the tests never see."""
     return ["\n```\n"]
+
+
+def warm_start(config, model_path: str, run_dir, sandbox: Sandbox, console, *, policy, tokenizer, rows: list[dict]) -> str:
+    """Expert iteration: `WARM_SAMPLES` answers from the served policy for each of the first `config.warm_start`
+    training tasks, the shortest one passing every test kept, a LoRA fine-tune on them merged into run_dir/warm/model.
+    Returns that directory."""
+    from selfplay.sft import fine_tune
+    from selfplay.train import encode_prompt
+
+    rows = rows[: config.warm_start]
+    start = time.perf_counter()
+    groups = policy.generate([encode_prompt(tokenizer, row["prompt"]) for row in rows], n=WARM_SAMPLES,
+                             max_tokens=config.max_completion_length, temperature=config.temperature,
+                             stop=stop_strings(config))
+    texts = [c.text for group in groups for c in group]
+    passed = unit_test_reward(None, texts, tests=[row["tests"] for row in rows for _ in range(WARM_SAMPLES)],
+                              entry_point=[row["entry_point"] for row in rows for _ in range(WARM_SAMPLES)])
+    examples, kept_rows = [], []
+    for i, row in enumerate(rows):
+        kept = [t for t, ok in zip(texts[i * WARM_SAMPLES:(i + 1) * WARM_SAMPLES],
+                                    passed[i * WARM_SAMPLES:(i + 1) * WARM_SAMPLES]) if ok]
+        if kept:
+            answer = min(kept, key=len).rstrip() + "\n```"  # the stop string ended the block; the answer closes it
+            examples.append({"prompt": row["prompt"], "completion": [{"role": "assistant", "content": answer}]})
+            kept_rows.append({"prompt": row["prompt"], "answer": answer, "tests": row["tests"],
+                              "entry_point": row["entry_point"]})
+    sample_seconds = time.perf_counter() - start
+    out = run_dir / "warm"
+    out.mkdir(exist_ok=True)
+    (out / "examples.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept_rows))
+    console.print(f"[bold]warm start[/] {len(examples)} of {len(rows)} tasks have a passing sample "
+                  f"({int(sum(passed))}/{len(passed)} samples pass); fine-tuning on them")
+    if not examples:
+        raise TaskFileError("--warm-start: no sampled answer passed its tests; use --warm-start 0")
+    losses, train_seconds = fine_tune(model_path, examples, out, tokenizer, learning_rate=2e-4, epochs=WARM_EPOCHS,
+                                      batch_size=8, lora_rank=config.lora_rank, seed=config.seed)
+    write_json(out / "warm.json", {"tasks": len(rows), "samples": len(texts), "samples_passed": sum(passed),
+                                   "examples": len(examples), "first_loss": losses[0] if losses else None,
+                                   "last_loss": losses[-1] if losses else None, "sample_seconds": sample_seconds,
+                                   "train_seconds": train_seconds})
+    return str(out / "model")

@@ -1,0 +1,133 @@
+"""Resume: a tiny-model run killed with SIGKILL at random points (the whole process group, vLLM's engine
+included), or stopped with Ctrl-C (the run stops at once), then `selfplay loop --resume`, against an uninterrupted run of the
+same seed: the same iterations, each once, and the same final adapter. vLLM samples with per-request seeds and TRL
+trains in one CPU process, so the whole run is deterministic here; the adapters are compared to 1e-5."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+STEPS = 4
+RUNNER = Path(__file__).with_name("dense_domain.py")
+
+
+def start(runs: Path, *argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(RUNNER), "loop", "--runs-dir", str(runs), *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def fresh(tiny_model: str, runs: Path, name: str) -> subprocess.Popen:
+    return start(runs, "--run", name, "--model", tiny_model, "--steps", str(STEPS), "--prompts-per-step", "2",
+                 "--num-generations", "4", "--micro-batch-size", "4", "--train-positions", "8", "--eval-positions",
+                 "2", "--eval-file", "random", "--engine-limit", "depth=4", "--warm-start", "0", "--learning-rate",
+                 "0.05")
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    return process.returncode, out, err
+
+
+def iterations_done(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+def wait_for_iteration(process: subprocess.Popen, run_dir: Path, k: int) -> None:
+    deadline = time.time() + 300
+    while iterations_done(run_dir) < k:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def adapter(run_dir: Path) -> dict:
+    return load_file(run_dir / "adapters" / "final" / "adapter_model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    status, _, err = finish(fresh(tiny_model, runs, "whole"))
+    assert status == 0, err[-2000:]
+    return runs / "whole"
+
+
+def check_same_as(reference: Path, run_dir: Path) -> None:
+    assert [m["iteration"] for m in jsonl(run_dir / "metrics.jsonl")] == list(range(1, STEPS + 1))
+    samples, whole = jsonl(run_dir / "samples.jsonl"), jsonl(reference / "samples.jsonl")
+    assert [s["iteration"] for s in samples] == [s["iteration"] for s in whole]
+    assert [s["completion"] for s in samples] == [s["completion"] for s in whole]  # seeded sampling resumes too
+    assert [e["label"] for e in jsonl(run_dir / "eval.jsonl")] == ["before", "after"]
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+    resumed, uninterrupted = adapter(run_dir), adapter(reference)
+    assert resumed.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=1e-4)
+    assert any(t.abs().sum() > 0 for n, t in uninterrupted.items() if "lora_B" in n)  # training moved the adapter
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [1, 2, 3])
+def test_a_run_killed_at_a_random_point_resumes_to_the_same_result(tiny_model, reference, tmp_path, kill_after):
+    rng = random.Random(kill_after)
+    process = fresh(tiny_model, tmp_path, "killed")
+    wait_for_iteration(process, tmp_path / "killed", kill_after)
+    time.sleep(rng.uniform(0.0, 1.0))  # anywhere in the next iteration: generating, scoring, training, saving
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    status, out, err = finish(start(tmp_path, "--resume", "killed"))
+    assert status == 0, err[-2000:]
+    check_same_as(reference, tmp_path / "killed")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_run_as_interrupted_and_resume_finishes_it(tiny_model, reference, tmp_path):
+    process = fresh(tiny_model, tmp_path, "stopped")
+    wait_for_iteration(process, tmp_path / "stopped", 1)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground process group
+    status, out, err = finish(process, timeout=120)
+    assert status == 130, err[-2000:]
+    assert "--resume stopped" in out
+    run_dir = tmp_path / "stopped"
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
+    stopped_at = iterations_done(run_dir)
+    assert 1 <= stopped_at < STEPS
+    status, out, err = finish(start(tmp_path, "--resume", "stopped"))
+    assert status == 0, err[-2000:]
+    assert f"resume from iteration {stopped_at - 1}" in out or f"resume from iteration {stopped_at}" in out
+    check_same_as(reference, run_dir)
+
+
+@pytest.mark.slow
+def test_resuming_a_broken_or_foreign_run_dir_is_one_clear_error(reference, tmp_path, capfd):
+    from selfplay.cli import main
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"domain": "chess", "steps"')
+    assert main(["loop", "--runs-dir", str(tmp_path), "--resume", "broken"]) == 2
+    assert "config.json: not valid JSON" in capfd.readouterr().err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    settings = json.loads((reference / "config.json").read_text())
+    (foreign / "config.json").write_text(json.dumps({**settings, "flux_capacitor": 3}))
+    assert main(["loop", "--runs-dir", str(tmp_path), "--resume", "foreign"]) == 2
+    assert "flux_capacitor are unknown to this version" in capfd.readouterr().err
