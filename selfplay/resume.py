@@ -28,7 +28,8 @@ def saved_config(run_dir: Path) -> LoopConfig:
     except FileNotFoundError:
         raise RunDirError(f"{path} is missing: {run_dir} is not a run directory") from None
     except json.JSONDecodeError as error:
-        raise RunDirError(f"{path}: not valid JSON ({error.msg}, line {error.lineno}): the file is half-written") from None
+        raise RunDirError(f"{path}: not valid JSON ({error.msg}, line {error.lineno}): the file is "
+                          "half-written") from None
     fields = {f.name for f in dataclasses.fields(LoopConfig)}
     unknown = sorted(set(settings) - fields - {"run", "model_path"})
     if unknown:

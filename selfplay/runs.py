@@ -24,7 +24,8 @@ from selfplay.config import LoopConfig
 from selfplay.dashboard import sparkline
 from selfplay.runlog import RunDirError
 
-CURVES = [("reward", "reward/mean"), ("loss", "train/loss"), ("KL", "train/kl"), ("zero-spread", "reward/zero_std_frac")]
+CURVES = [("reward", "reward/mean"), ("loss", "train/loss"), ("KL", "train/kl"),
+          ("zero-spread", "reward/zero_std_frac")]
 # the held-out figure a run is summed up by: (set, metric, label)
 HEADLINE_EVAL = {"chess": ("playouts", "skill", "skill"), "code": ("generated", "unit_test_reward", "pass@1")}
 
@@ -289,7 +290,8 @@ def tail(runs_dir: str, name: str, console, *, poll_s: float = 1.0) -> None:
     while True:
         run = load(path)
         for row in run.metrics[shown:]:
-            console.print(f"iteration {row['iteration']}/{run.config.get('steps')}  reward {fmt(row.get('reward/mean'))}"
+            console.print(f"iteration {row['iteration']}/{run.config.get('steps')}  "
+                          f"reward {fmt(row.get('reward/mean'))}"
                           f"  zero-spread {fmt(row.get('reward/zero_std_frac'), '{:.2f}')}  loss "
                           f"{fmt(row.get('train/loss'), '{:+.4f}')}  step {fmt(row.get('time/step_s'), '{:.1f}')}s",
                           highlight=False)

@@ -1,6 +1,6 @@
 """Resume: a tiny-model run killed with SIGKILL at random points (the whole process group, vLLM's engine
-included), or stopped with Ctrl-C (the run stops at once), then `selfplay loop --resume`, against an uninterrupted run of the
-same seed: the same iterations, each once, and the same final adapter. vLLM samples with per-request seeds and TRL
+included), or stopped with Ctrl-C (the run stops at once), then `selfplay loop --resume`, against an uninterrupted run
+of the same seed: the same iterations, each once, and the same final adapter. vLLM samples with per-request seeds and TRL
 trains in one CPU process, so the whole run is deterministic here; the adapters are compared to 1e-5."""
 
 import json

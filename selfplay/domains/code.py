@@ -106,7 +106,8 @@ def stop_strings(config) -> list[str]:
     return ["\n```\n"]
 
 
-def warm_start(config, model_path: str, run_dir, sandbox: Sandbox, console, *, policy, tokenizer, rows: list[dict]) -> str:
+def warm_start(config, model_path: str, run_dir, sandbox: Sandbox, console, *, policy, tokenizer,
+               rows: list[dict]) -> str:
     """Expert iteration: `WARM_SAMPLES` answers from the served policy for each of the first `config.warm_start`
     training tasks, the shortest one passing every test kept, a LoRA fine-tune on them merged into run_dir/warm/model.
     Returns that directory."""
@@ -140,7 +141,7 @@ def warm_start(config, model_path: str, run_dir, sandbox: Sandbox, console, *, p
         raise TaskFileError("--warm-start: no sampled answer passed its tests; use --warm-start 0")
     losses, train_seconds = fine_tune(model_path, examples, out, tokenizer, learning_rate=2e-4, epochs=WARM_EPOCHS,
                                       batch_size=8, lora_rank=config.lora_rank, seed=config.seed)
-    write_json(out / "warm.json", {"tasks": len(rows), "samples": len(texts), "samples_passed": sum(passed),
+    write_json(out / "warm.json", {"tasks": len(rows), "samples": len(texts), "samples_passed": int(sum(passed)),
                                    "examples": len(examples), "first_loss": losses[0] if losses else None,
                                    "last_loss": losses[-1] if losses else None, "sample_seconds": sample_seconds,
                                    "train_seconds": train_seconds})
