@@ -163,6 +163,7 @@ class Dashboard:
                 answer = " ".join(sample["completion"].split())[:100]
                 text.append(f"{label:>5} ", style="bold")
                 text.append(f"reward {reward:.3f} advantage {sample.get('advantage', 0.0):+.2f}  {answer}\n")
+            text.rstrip()
             parts.append(Panel(text, title="last group", title_align="left", border_style="dim"))
         if self.warnings:
             parts.append(Panel(Text("\n".join(self.warnings[-5:]), style="yellow"), title="warnings",

@@ -99,7 +99,7 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
                 dashboard.evaluated(label, result.get(next(iter(domain.EVAL_METRICS))))
             if label == "before":
                 console.print(eval_table(f"held-out {label} (95% intervals)", domain.EVAL_METRICS, result))
-            else:
+            elif label != "after":  # the after table follows
                 change = compare(eval_rows, results["before"], result) if "before" in results else {}
                 if label == "fine-tuned":
                     results["fine_tune_change"] = change
