@@ -52,6 +52,9 @@ CONFIGS = {
     "chess-default": ("the default `make loop DOMAIN=chess`: fine-tune on 1000 engine moves (750 playouts, 250 "
                       "generated mates in one) inside the loop, then 20 GRPO steps on the engine reward at lr 3e-5",
                       ["--domain", "chess"]),
+    "chess-long": ("`selfplay loop --preset long`: the default with a fine-tune on 4000 engine moves, 40 GRPO steps, "
+                   "and 20 games against Stockfish UCI_Elo 1350 at the end",
+                   ["--domain", "chess", "--preset", "long"]),
     "code-grpo-t0.8": ("code as it first ran: GRPO from the base model at temperature 0.8, lr 3e-4, 20 steps",
                        ["--domain", "code", "--warm-start", "0", "--temperature", "0.8", "--steps", "20"]),
     "code-default": ("the default `make loop DOMAIN=code`: code-ei300 with a 2 GiB vLLM KV cache (more answers "
@@ -110,7 +113,8 @@ def entry(name: str, seed: int, run_name: str, wall: float) -> dict:
                 figures["fine-tune change"] = evaluation["fine_tune_change"].get(set_name, {}).get(metric)
     return {"config": name, "seed": seed, "what": what, "flags": flags, "run": run_name, "returncode": 0,
             "wall_minutes": wall / 60, "cpu": cpu_name(), "sets": sets,
-            "top_answer_share": top_answer_share(evaluation["after"]["completions"])}
+            "top_answer_share": top_answer_share(evaluation["after"]["completions"]),
+            **{key: evaluation[key] for key in ("matches", "elo") if key in evaluation}}
 
 
 def sft_seconds(warm: str) -> float:

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from selfplay.config import ConfigError, LoopConfig, check_engine_limit
 from selfplay.domains import chess as chess_domain
-from selfplay.domains.chess_arena import estimate_elo, play_match
+from selfplay.domains.chess_arena import check_opponent_elo, estimate_elo, play_match
 from selfplay.domains.chess_selfplay import PolicyPlayer
 from selfplay.model import resolve_model
 from selfplay.terminal import output_console
@@ -87,9 +87,30 @@ def adapter_rank(adapter: str) -> int:
         raise ConfigError(f"--adapter {adapter}: not a PEFT LoRA adapter directory ({error})") from None
 
 
-def run_chess_eval(config: EvalConfig, console: Console | None = None, on_run_dir=None) -> dict:
+def play_matches(policy, tokenizer, *, levels: list[int], games: int, opponent_limit: str, retries: int, seed: int,
+                 style: str, max_tokens: int, pgn_path: Path, console: Console) -> dict:
+    """`games` games against Stockfish at each UCI_Elo level (the served policy answers greedily; PGN appended to
+    pgn_path), printed and returned as {"matches": [...], "elo": {"estimate", "low", "high"}}."""
     from rewards.chess_engine import parse_limit
 
+    player = PolicyPlayer(policy, tokenizer, max_tokens=max_tokens, temperature=0.0, style=style)
+    matches = [play_match(player, opponent_elo=level, games=games, engine_limit=parse_limit(opponent_limit), seed=seed,
+                          retries=retries, pgn_path=pgn_path) for level in levels]
+    elo, low, high = estimate_elo(matches)
+    for m in matches:
+        console.print(f"[bold]games[/] {m.opponent}: +{m.wins} ={m.draws} -{m.losses} ({m.forfeits} forfeits), "
+                      f"score {m.score:.3f}", highlight=False)
+    if math.isinf(low) or math.isinf(high):  # no points at all, or every point: one side of the rating is open
+        bound = f"below {high:.0f}" if math.isinf(low) else f"above {low:.0f}"
+        console.print(f"[bold]Elo[/] {bound} (95%; {'no game won or drawn' if math.isinf(low) else 'every game won'})")
+    else:
+        console.print(f"[bold]Elo[/] {elo:.0f} (95% interval {low:.0f} .. {high:.0f})")
+    # an unbounded side (all games lost or all won) is null in JSON
+    return {"matches": [dataclasses.asdict(m) | {"score": m.score} for m in matches],
+            "elo": {k: v if math.isfinite(v) else None for k, v in {"estimate": elo, "low": low, "high": high}.items()}}
+
+
+def run_chess_eval(config: EvalConfig, console: Console | None = None, on_run_dir=None) -> dict:
     console = console or output_console()
     levels = [int(level) for level in config.elo.split(",")]  # validated by the CLI
     model_path = resolve_model(config.model)
@@ -98,6 +119,11 @@ def run_chess_eval(config: EvalConfig, console: Console | None = None, on_run_di
                            engine_limit=config.engine_limit, engine_workers=config.engine_workers,
                            engine_cache=config.engine_cache, prompt_style=config.prompt_style)
     rows = chess_domain.eval_rows(loop_like) if config.eval_positions else []  # a bad file stops here, nothing made
+    for level in levels if config.games else []:
+        try:
+            check_opponent_elo(level)
+        except ValueError as error:
+            raise ConfigError(f"--elo: {error}") from None
     name = config.run or f"eval__{Path(config.model.rstrip('/')).name}__{time.strftime('%Y%m%d-%H%M%S')}"
     out = create_run_dir(config.runs_dir, name)
     if on_run_dir:
@@ -122,18 +148,9 @@ def run_chess_eval(config: EvalConfig, console: Console | None = None, on_run_di
                                            references=chess_domain.eval_references)
             console.print(eval_table("positions (95% intervals)", chess_domain.EVAL_METRICS, result["positions"]))
         if config.games:
-            player = PolicyPlayer(policy, tokenizer, max_tokens=config.max_completion_length, temperature=0.0,
-                                  style=config.prompt_style)
-            matches = [
-                play_match(player, opponent_elo=level, games=config.games, engine_limit=parse_limit(config.opponent_limit),
-                           seed=config.seed, retries=config.retries, pgn_path=out / "games.pgn")
-                for level in levels
-            ]
-            elo, low, high = estimate_elo(matches)
-            result["matches"] = [dataclasses.asdict(m) | {"score": m.score} for m in matches]
-            # an unbounded side (all games lost or all won) is null in JSON
-            result["elo"] = {k: v if math.isfinite(v) else None for k, v in {"estimate": elo, "low": low, "high": high}.items()}
-            console.print(f"[bold]Elo[/] {elo:.0f} (95% interval {low:.0f} .. {high:.0f})")
+            result |= play_matches(policy, tokenizer, levels=levels, games=config.games, opponent_limit=config.opponent_limit,
+                                   retries=config.retries, seed=config.seed, style=config.prompt_style,
+                                   max_tokens=config.max_completion_length, pgn_path=out / "games.pgn", console=console)
         write_json(out / "eval.json", result)
         return result
     finally:

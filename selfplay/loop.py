@@ -20,7 +20,8 @@ import time
 from rich.console import Console
 from transformers import TrainerCallback
 
-from selfplay.config import LoopConfig
+from selfplay.config import ConfigError, LoopConfig
+from selfplay.domains.chess_arena import check_opponent_elo
 from selfplay.dashboard import Dashboard
 from selfplay.terminal import cpu_name, output_console
 from selfplay.domains import get_domain
@@ -50,6 +51,11 @@ def run_loop(config: LoopConfig, console: Console | None = None, on_run_dir=None
     model_path = resolve_model(config.model)
     eval_rows = domain.eval_rows(config)
     rows = domain.train_rows(config, eval_rows)  # a bad position or task file stops here: no run dir, no vLLM
+    if config.games:  # chess only (validated); an --elo this Stockfish cannot play stops here, not after training
+        try:
+            check_opponent_elo(config.elo)
+        except ValueError as error:
+            raise ConfigError(f"--elo: {error}") from None
     if resuming:
         checkpoint = latest_checkpoint(run_dir)
         truncate_logs(run_dir, checkpoint_iteration(checkpoint))
@@ -153,7 +159,7 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
         else:
             trainer.save_model(str(run_dir / "final"))
             del trainer  # free the trained copy before vLLM loads the saved one
-            if eval_rows:
+            if eval_rows or config.games:
                 policy = VLLMPolicy(str(run_dir / "final"), lora_rank=None, seed=config.seed)
                 policy.version = config.steps
 
@@ -162,6 +168,14 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
             results["change"] = compare(eval_rows, results["before"], results["after"])
             console.print(eval_table("held-out before -> after (95% intervals; change paired over the same rows)",
                                      domain.EVAL_METRICS, results["after"], results["before"], results["change"]))
+        if config.games:  # chess: the trained policy plays Stockfish, greedily (a retry after an illegal answer samples)
+            from selfplay.chess_eval import EvalConfig, play_matches
+
+            results |= play_matches(policy, tokenizer, levels=[config.elo], games=config.games, seed=config.seed,
+                                    opponent_limit=EvalConfig.opponent_limit, retries=EvalConfig.retries,
+                                    style=config.prompt_style, max_tokens=config.max_completion_length,
+                                    pgn_path=run_dir / "games.pgn", console=console)
+        if eval_rows or config.games:
             write_json(run_dir / "eval.json", results)
         return results
     finally:

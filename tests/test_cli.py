@@ -37,11 +37,27 @@ def test_model_directory_without_config(capfd, tmp_path):
         (["--grpo", "mask_truncated_completions=maybe"], "not a valid bool"),
         (["--steps", "0"], "--steps must be at least 1"),
         (["--micro-batch-size", "3"], "must divide"),
+        (["--preset", "short"], "the presets are long (chess)"),
+        (["--domain", "code", "--preset", "long"], "the presets are long (chess)"),
+        (["--domain", "code", "--games", "2"], "chess only"),
+        (["--games", "-1"], "--games must be 0 or more"),
+        (["--games", "2", "--elo", "900"], "outside this Stockfish's UCI_Elo range"),
     ],
 )
 def test_malformed_flags(capfd, tmp_path, flags, message):
     status, err = run_cli(capfd, "loop", "--runs-dir", str(tmp_path), *flags)
     assert status == 2 and message in err
+
+
+def test_a_preset_replaces_the_defaults_and_the_flags_given_win():
+    from selfplay.config import LoopConfig
+
+    plain, long = LoopConfig(), LoopConfig(preset="long")
+    assert (plain.warm_start, plain.steps, plain.games) == (1000, 20, 0)
+    assert (long.warm_start, long.steps, long.games) == (4000, 40, 20)
+    assert long.learning_rate == plain.learning_rate  # what the preset does not name stays the domain's default
+    mine = LoopConfig(preset="long", steps=5, warm_start=0)
+    assert (mine.warm_start, mine.steps, mine.games) == (0, 5, 20)
 
 
 def test_grpo_passthrough_is_typed_by_trl():

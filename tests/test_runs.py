@@ -21,7 +21,7 @@ def piped_run(tiny_model, tmp_path_factory):
          "--run", "tiny-a", "--steps", "2", "--prompts-per-step", "2", "--num-generations", "4",
          "--micro-batch-size", "4", "--train-positions", "8", "--eval-positions", "4", "--eval-file", "random",
          "--engine-limit", "depth=4", "--warm-start", "0", "--learning-rate", "0.05",
-         "--report-to", "tensorboard,wandb"],
+         "--report-to", "tensorboard,wandb", "--games", "2"],
         capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -53,6 +53,20 @@ def test_trackers_write_into_the_run_dir_without_a_network(piped_run):
     events.Reload()
     assert any("reward" in tag for tag in events.Tags()["scalars"])
     assert list((run / "wandb").glob("offline-run-*"))  # W&B offline mode: no login, no network
+
+
+@pytest.mark.slow
+def test_games_after_training_are_played_scored_and_kept_as_pgn(piped_run):
+    import chess.pgn
+
+    runs, done = piped_run
+    match = json.loads((runs / "tiny-a" / "eval.json").read_text())["matches"][0]
+    assert match["opponent_elo"] == 1350 and match["wins"] + match["draws"] + match["losses"] == 2
+    with open(runs / "tiny-a" / "games.pgn") as pgn:
+        games = [chess.pgn.read_game(pgn), chess.pgn.read_game(pgn)]
+    assert [game.headers["White"] == "policy" for game in games] == [True, False]  # the colours alternate
+    assert [game.headers["Result"] for game in games].count("1/2-1/2") == match["draws"]
+    assert "stockfish-elo-1350: " in done.stdout and "Elo " in done.stdout
 
 
 def run_cli(capfd, *argv) -> tuple[int, str, str]:

@@ -88,10 +88,7 @@ def play_match(
     match = [_open_game(seed + i, chess.WHITE if i % 2 == 0 else chess.BLACK, max_plies) for i in range(games)]
     engine = chess.engine.SimpleEngine.popen_uci(engine_path or find_stockfish())
     try:
-        option = engine.options["UCI_Elo"]
-        if not option.min <= opponent_elo <= option.max:
-            raise ValueError(f"opponent_elo={opponent_elo} is outside this Stockfish's UCI_Elo range "
-                             f"[{option.min}, {option.max}]")
+        check_opponent_elo(opponent_elo, engine)
         engine.configure({"UCI_LimitStrength": True, "UCI_Elo": opponent_elo})
         while live := [game for game in match if game.result is None]:
             # the engine moves first, so that afterwards the policy is to move in every unfinished game
@@ -114,8 +111,21 @@ def play_match(
     draws = sum(game.result == "1/2-1/2" for game in match)
     forfeits = sum(game.termination.startswith("forfeit") for game in match)
     result = MatchResult(opponent, opponent_elo, wins, draws, games - wins - draws, forfeits)
-    log.info("%s: +%d =%d -%d (%d forfeits), score %.3f", opponent, wins, draws, result.losses, forfeits, result.score)
+    log.debug("%s: +%d =%d -%d (%d forfeits), score %.3f", opponent, wins, draws, result.losses, forfeits, result.score)
     return result
+
+
+def check_opponent_elo(elo: int, engine: chess.engine.SimpleEngine | None = None) -> None:
+    """ValueError naming the range when this Stockfish cannot play at UCI_Elo `elo` (asks `engine`, or a new one)."""
+    own = engine is None
+    engine = engine or chess.engine.SimpleEngine.popen_uci(find_stockfish())
+    try:
+        option = engine.options["UCI_Elo"]
+    finally:
+        if own:
+            engine.quit()
+    if not option.min <= elo <= option.max:
+        raise ValueError(f"UCI_Elo {elo} is outside this Stockfish's UCI_Elo range [{option.min}, {option.max}]")
 
 
 def _open_game(seed: int, policy_color: chess.Color, max_plies: int) -> _Game:
