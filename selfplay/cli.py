@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in ("model", "runs"):
         return run_command(args, None)
+    if args.command == "loop":
+        from selfplay.interrupts import run_shielded, should_shield, stop_on_sigterm
+
+        if should_shield(args.command):  # in a terminal: Ctrl-C then finishes the iteration (selfplay.interrupts)
+            return run_shielded()
+        stop_on_sigterm()
     with ThirdPartyOutput(verbose=args.verbose) as output:
         return run_command(args, output)
 

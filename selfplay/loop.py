@@ -26,6 +26,7 @@ from selfplay.dashboard import Dashboard
 from selfplay.terminal import cpu_name, output_console
 from selfplay.domains import get_domain
 from selfplay.evaluate import compare, eval_table, evaluate
+from selfplay.interrupts import StopAfterIteration
 from selfplay.stats import describe_change
 from selfplay.model import resolve_model
 from selfplay.resume import (checkpoint_iteration, earlier_evaluations, latest_checkpoint, saved_config,
@@ -143,9 +144,9 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
         dataset, data_callbacks = domain.training_data(config, rows, eval_rows, policy, tokenizer, stats)
         weights = {f.__name__: w for f, w in zip(reward_funcs, reward_weights)}
         with Dashboard(config.steps, headline=domain.HEADLINE, weights=weights, console=console,
-                       done=done) as dashboard:
+                       done=done) as dashboard, StopAfterIteration() as stop:
             logger = RunLogger(run_dir, stats, on_metrics=dashboard.update)
-            callbacks = [*data_callbacks, logger]
+            callbacks = [*data_callbacks, logger, stop]
             if lora and eval_rows and config.eval_every:
                 callbacks.append(EvalEvery(config.eval_every, config.steps, run_eval))
             trainer = build_trainer(
@@ -154,6 +155,8 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
             )
             logger.trainer = trainer
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if stop.requested and trainer.state.global_step < config.steps:  # Ctrl-C: this iteration is saved, stop
+            raise KeyboardInterrupt
         if lora:
             trainer.model.save_pretrained(run_dir / "adapters" / "final")
         else:

@@ -1,10 +1,13 @@
 """Resume: a tiny-model run killed with SIGKILL at random points (the whole process group, vLLM's engine
-included), or stopped with Ctrl-C (the run stops at once), then `selfplay loop --resume`, against an uninterrupted run
+included), stopped with Ctrl-C in a terminal (a pseudo-terminal: once, the run finishes its iteration; twice, at once)
+or with SIGINT to its process group outside one (at once), then `selfplay loop --resume`, against an uninterrupted run
 of the same seed: the same iterations, each once, and the same final adapter. vLLM samples with per-request seeds and TRL
 trains in one CPU process, so the whole run is deterministic here; the adapters are compared to 1e-5."""
 
 import json
 import os
+import pty
+import threading
 import random
 import signal
 import subprocess
@@ -113,6 +116,71 @@ def test_ctrl_c_stops_the_run_as_interrupted_and_resume_finishes_it(tiny_model, 
     status, out, err = finish(start(tmp_path, "--resume", "stopped"))
     assert status == 0, err[-2000:]
     assert f"resume from iteration {stopped_at - 1}" in out or f"resume from iteration {stopped_at}" in out
+    check_same_as(reference, run_dir)
+
+
+def start_in_a_terminal(tiny_model: str, runs: Path, name: str) -> tuple[int, int, list[bytes]]:
+    """`fresh` in a pseudo-terminal of its own (its controlling terminal: ^C written to it is the terminal's Ctrl-C).
+    Returns the pid, the terminal's fd and the output read so far (drained by a thread so the run never blocks)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec at once
+        os.execv(sys.executable, [sys.executable, str(RUNNER), "loop", "--runs-dir", str(runs), "--run", name,
+                                  "--model", tiny_model, "--steps", str(STEPS), "--prompts-per-step", "2",
+                                  "--num-generations", "4", "--micro-batch-size", "4", "--train-positions", "8",
+                                  "--eval-positions", "2", "--eval-file", "random", "--engine-limit", "depth=4",
+                                  "--warm-start", "0", "--learning-rate", "0.05"])
+    output: list[bytes] = []
+
+    def drain():
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            output.append(chunk)
+
+    threading.Thread(target=drain, daemon=True).start()
+    return pid, fd, output
+
+
+def wait_exit(pid: int, timeout: float = 300) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f"the run did not stop within {timeout} s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_in_a_terminal_finishes_the_iteration_or_twice_stops_at_once(tiny_model, reference, tmp_path, presses):
+    run_dir = tmp_path / "pressed"
+    pid, fd, output = start_in_a_terminal(tiny_model, tmp_path, "pressed")
+    deadline = time.time() + 300
+    while iterations_done(run_dir) < 1:
+        assert time.time() < deadline, b"".join(output)[-2000:]
+        time.sleep(0.02)
+    pressed_at = iterations_done(run_dir)
+    for _ in range(presses):
+        os.write(fd, b"\x03")  # Ctrl-C, through the terminal's line discipline: SIGINT to its foreground group
+        time.sleep(0.05)
+    assert wait_exit(pid) == 130, b"".join(output)[-2000:]
+    os.close(fd)
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
+    stopped_at = iterations_done(run_dir)
+    assert stopped_at < STEPS
+    if presses == 1:  # the iteration under way when Ctrl-C came was finished and saved
+        assert pressed_at + 1 <= stopped_at <= pressed_at + 2
+        assert (run_dir / "trainer" / f"checkpoint-{stopped_at}").is_dir()
+        assert b"stops once this iteration is saved" in b"".join(output)
+    status, out, err = finish(start(tmp_path, "--resume", "pressed"))
+    assert status == 0, err[-2000:]
+    assert f"resume from iteration {stopped_at}" in out or presses == 2
     check_same_as(reference, run_dir)
 
 
