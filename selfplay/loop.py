@@ -29,6 +29,7 @@ from selfplay.evaluate import compare, eval_table, evaluate
 from selfplay.interrupts import StopAfterIteration
 from selfplay.stats import describe_change
 from selfplay.model import resolve_model
+from selfplay.plugins import load_rewards, plug_in
 from selfplay.resume import (checkpoint_iteration, earlier_evaluations, latest_checkpoint, saved_config,
                              truncate_logs)
 from selfplay.runlog import RunLogger, append_jsonl, create_run_dir, read_status, write_json, write_status
@@ -52,6 +53,7 @@ def run_loop(config: LoopConfig, console: Console | None = None, on_run_dir=None
     model_path = resolve_model(config.model)
     eval_rows = domain.eval_rows(config)
     rows = domain.train_rows(config, eval_rows)  # a bad position or task file stops here: no run dir, no vLLM
+    plugged = load_rewards(config.reward, config.rewards_only, eval_rows or rows)  # a bad --reward stops here
     if config.games:  # chess only (validated); an --elo this Stockfish cannot play stops here, not after training
         try:
             check_opponent_elo(config.elo)
@@ -68,7 +70,7 @@ def run_loop(config: LoopConfig, console: Console | None = None, on_run_dir=None
         on_run_dir(run_dir)
     write_status(run_dir, "running", started=time.time(), steps=config.steps)
     try:
-        results = _run(config, console, domain, model_path, eval_rows, rows, run_dir, checkpoint, resuming)
+        results = _run(config, console, domain, model_path, eval_rows, rows, run_dir, checkpoint, resuming, plugged)
     except KeyboardInterrupt:
         write_status(run_dir, "interrupted", ended=time.time())
         console.print(f"[bold]interrupted[/]: selfplay loop --resume {run_dir.name} continues it")
@@ -82,7 +84,7 @@ def run_loop(config: LoopConfig, console: Console | None = None, on_run_dir=None
 
 
 def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_rows: list, rows: list, run_dir,
-         checkpoint, resuming: bool) -> dict:
+         checkpoint, resuming: bool, plugged: list) -> dict:
     import torch
     from transformers import AutoTokenizer
 
@@ -92,6 +94,8 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     reward_funcs, reward_weights, engines = domain.reward_funcs(config)
+    reward_funcs, reward_weights = plug_in(plugged, config.rewards_only, reward_funcs, reward_weights,
+                                           run_dir / "reward_failure.jsonl")
     print_header(console, config, run_dir, model_path, engines)
     lora = not config.full_finetune
     policy = None
@@ -143,8 +147,8 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
         stats: dict = {}
         dataset, data_callbacks = domain.training_data(config, rows, eval_rows, policy, tokenizer, stats)
         weights = {f.__name__: w for f, w in zip(reward_funcs, reward_weights)}
-        with Dashboard(config.steps, headline=domain.HEADLINE, weights=weights, console=console,
-                       done=done) as dashboard, StopAfterIteration() as stop:
+        with Dashboard(config.steps, headline=domain.HEADLINE, weights=weights, console=console, done=done,
+                       plugged=[p.name for p in plugged]) as dashboard, StopAfterIteration() as stop:
             logger = RunLogger(run_dir, stats, on_metrics=dashboard.update)
             callbacks = [*data_callbacks, logger, stop]
             if lora and eval_rows and config.eval_every:
