@@ -144,19 +144,26 @@ def rate(entry: dict | None, when: str) -> str:
     return f"{100 * mean:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
 
 
-def row(label: str, seed, sets: dict, when: str, top: str, wall: str) -> str:
+def row(label: str, seed, sets: dict, when: str, top: str, wall: str, games: str = "") -> str:
     playouts, mate, winning = sets.get("playouts", {}), sets.get("mate_in_one", {}), sets.get("winning_move", {})
     return (f"| {label} | {seed} | {cell(playouts.get('skill'), when)} | "
             f"{rate(playouts.get('best_move_reward'), when)} | "
             f"{rate(mate.get('solve_reward'), when)} | {rate(winning.get('solve_reward'), when)} | "
-            f"{rate(playouts.get('legal_move_reward'), when)} | {top} | {wall} |")
+            f"{rate(playouts.get('legal_move_reward'), when)} | {top} | {games} | {wall} |")
+
+
+def games(result: dict) -> str:
+    """The match played at the end (--games): wins, draws, losses and forfeits against each Stockfish level."""
+    return "; ".join(f"{m['opponent_elo']}: +{m['wins']} ={m['draws']} -{m['losses']} ({m['forfeits']} forfeits)"
+                     for m in result.get("matches", []))
 
 
 def table(results: list[dict]) -> str:
     """Markdown: the base model and the greedy reference first (from the first SAN run), then every configuration
     after training; a fine-tuned configuration also shows its model before GRPO."""
     lines = ["| configuration | seed | skill, playouts | best move, playouts | mate in one solved | winning move "
-             "solved | legal, playouts | top answer | wall (min) |", "|---|---|---|---|---|---|---|---|---|"]
+             "solved | legal, playouts | top answer | games vs Stockfish UCI_Elo | wall (min) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     san = next((r for r in results if not r.get("returncode") and "uci" not in r["flags"] and len(r["flags"]) > 0
                 and not r["config"].startswith(("chess-sft", "chess-ei"))), None)
     if san:
@@ -166,15 +173,17 @@ def table(results: list[dict]) -> str:
     shown = set()  # fine-tunes already shown (configurations share them)
     for r in results:
         if r.get("returncode"):
-            lines.append(f"| {r['config']} | {r['seed']} | failed (exit {r['returncode']}) |||||||")
+            lines.append(f"| {r['config']} | {r['seed']} | failed (exit {r['returncode']}) ||||||||")
             continue
         entry = CONFIGS.get(r["config"], ("", []))
         sft = tuple(entry[2]) if len(entry) > 2 else ()
         if sft and (sft, r["seed"]) not in shown:
             shown.add((sft, r["seed"]))
             lines.append(row(f"fine-tuned only: sft {' '.join(sft)}", r["seed"], r["sets"], "before", "", ""))
+        elif "fine-tuned" in r["sets"].get("playouts", {}).get("skill", {}):  # the loop's own warm start
+            lines.append(row(f"{r['config']}: fine-tuned, before GRPO", r["seed"], r["sets"], "fine-tuned", "", ""))
         lines.append(row(r["config"], r["seed"], r["sets"], "after", f"{100 * r['top_answer_share']:.0f}%",
-                         f"{r['wall_minutes']:.1f}"))
+                         f"{r['wall_minutes']:.1f}", games(r)))
     return "\n".join(lines)
 
 
