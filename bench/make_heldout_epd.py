@@ -17,7 +17,6 @@ from pathlib import Path
 
 import chess
 
-from rewards.chess import use_engine_pool
 from rewards.chess_engine import EnginePool, parse_limit
 from selfplay.domains.chess import random_positions
 from selfplay.domains.chess_tactics import mate_in_one_positions, to_epd, winning_move_positions
@@ -51,9 +50,7 @@ def main() -> None:
     write(out / "mate_in_one.epd", [to_epd(p) for p in mate_in_one_positions(args.count, seed=MATE_SEED)], started)
 
     with EnginePool(limit=parse_limit(f"depth={args.tactics_depth}")) as pool:
-        use_engine_pool(pool)
-        winning = winning_move_positions(args.count, seed=WINNING_SEED)
-        use_engine_pool(None)
+        winning = winning_move_positions(args.count, seed=WINNING_SEED, pool=pool)
     write(out / "winning_move.epd", [to_epd(p) for p in winning], started)
 
 

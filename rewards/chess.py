@@ -4,26 +4,25 @@ Every reward is `f(prompts, completions, *, fen, **kwargs) -> list[float | None]
 (plain strings or `[{"role": "assistant", "content": ...}]`), `fen` is the column holding the position the move is
 played in, and `None` marks a row that is not chess (no FEN). The function's name is its metric name.
 
-    GRPOTrainer(..., reward_funcs=[engine_reward, legal_move_reward, format_reward])
-    use_engine_pool(EnginePool(limit=chess.engine.Limit(nodes=20_000), cache_path="evals.sqlite"))  # optional
+    rewards = ChessRewards(EnginePool(limit=chess.engine.Limit(nodes=20_000), cache_path="evals.sqlite"))
+    GRPOTrainer(..., reward_funcs=[rewards.engine_reward, legal_move_reward, format_reward])
+    rewards.close()  # or `with ChessRewards() as rewards:`
 
+The rewards that search are methods of a `ChessRewards`, which owns the `EnginePool` they share (by default one
+Stockfish per core, depth 8); the others are plain functions:
 - `engine_reward`: expected score after the played move relative to the engine's best move, in [0, 1];
 - `best_move_reward`: 1 if the move is the engine's best move, or one of the row's `bm` moves (EPD, puzzles);
+- `rank_reward`: where the move ranks among all legal moves by engine reward, 1 for the best, 0 for the worst;
 - `solve_reward`: 1 if the move is one of the row's `bm` moves and none of its `am` moves (None without them);
 - `legal_move_reward`: 1 if the answer names a legal move;
-- `format_reward`: 1 if the answer is one move and nothing else (bare, in a code span or in a <move> tag);
-- `rank_reward`: where the move ranks among all legal moves by engine reward, 1 for the best, 0 for the worst.
-
-`legal_move_scores(boards)` gives the engine reward of every legal move of each position (cached by the pool): the
-exact mean over them is what a uniformly random legal move scores, the reference every policy is compared with.
+- `format_reward`: 1 if the answer is one move and nothing else (bare, in a code span or in a <move> tag).
+A script that ends without `close()` still exits, and its engines end with it (see `rewards.chess_engine`).
 
 The answer is the first move-shaped token (UCI or SAN, `+`/`#` allowed) in the text. Policy failures are rewards:
 unparsable or illegal answers score 0. Infrastructure failures are exceptions (`EngineError`, after bounded
-restarts). The engine rewards share one `EnginePool` (one Stockfish per core, depth 8, created on first use and
-closed at exit) unless `use_engine_pool` installs another.
+restarts).
 """
 
-import atexit
 import logging
 import re
 
@@ -32,8 +31,8 @@ import chess
 from rewards.chess_engine import EngineError, EnginePool
 from rewards.completions import completion_text
 
-__all__ = ["EngineError", "EnginePool", "best_move_reward", "engine_reward", "format_reward", "legal_move_reward",
-           "legal_move_scores", "parse_move", "rank_reward", "solve_reward", "use_engine_pool"]
+__all__ = ["ChessRewards", "EngineError", "EnginePool", "format_reward", "legal_move_reward", "parse_move",
+           "solve_reward"]
 
 log = logging.getLogger(__name__)
 
@@ -85,62 +84,6 @@ def legal_move_reward(prompts, completions, *, fen, **kwargs) -> list[float | No
     return [None if board is None else float(move is not None) for board, move in zip(boards, _moves(boards, completions))]
 
 
-def engine_reward(prompts, completions, *, fen, **kwargs) -> list[float | None]:
-    """Expected score after the played move relative to the engine's best, in [0, 1]; 0 if illegal or unparsable."""
-    boards = _boards(fen)
-    moves = _moves(boards, completions)
-    scored = [i for i, move in enumerate(moves) if move is not None]
-    scores = dict(zip(scored, engine_pool().score_moves([(boards[i], moves[i]) for i in scored])))
-    return [None if board is None else scores.get(i, 0.0) for i, board in enumerate(boards)]
-
-
-def legal_move_scores(boards: list[chess.Board]) -> list[dict[str, float]]:
-    """Per position, the engine reward of each legal move (UCI -> [0, 1]), all positions' searches in one batch."""
-    moves = [list(board.legal_moves) for board in boards]
-    pairs = [(board, move) for board, legal in zip(boards, moves) for move in legal]
-    scores = iter(engine_pool().score_moves(pairs))
-    return [{move.uci(): next(scores) for move in legal} for legal in moves]
-
-
-def rank_reward(prompts, completions, *, fen, **kwargs) -> list[float | None]:
-    """The share of the other legal moves that score no better than the played one (ties count half): 1 for the
-    best move, 0 for the worst, 1 when it is the only move; 0 if illegal or unparsable.
-
-    The engine reward squeezes every move that does not lose towards 1; the rank spreads a group's answers evenly
-    between the best and the worst move of the position, whatever its evaluation."""
-    boards = _boards(fen)
-    moves = _moves(boards, completions)
-    scored = [i for i, move in enumerate(moves) if move is not None]
-    tables = dict(zip(scored, legal_move_scores([boards[i] for i in scored])))
-    rewards = []
-    for i, board in enumerate(boards):
-        if board is None or i not in tables:
-            rewards.append(None if board is None else 0.0)
-            continue
-        played, others = tables[i][moves[i].uci()], [v for m, v in tables[i].items() if m != moves[i].uci()]
-        if not others:
-            rewards.append(1.0)
-            continue
-        rewards.append(sum(1.0 if v < played else 0.5 if v == played else 0.0 for v in others) / len(others))
-    return rewards
-
-
-def best_move_reward(prompts, completions, *, fen, bm=None, **kwargs) -> list[float | None]:
-    """1 if the move is the engine's best move or one of the row's `bm` moves (UCI list), else 0."""
-    boards = _boards(fen)
-    moves = _moves(boards, completions)
-    scored = [i for i, move in enumerate(moves) if move is not None]
-    engine_best = dict(zip(scored, engine_pool().best_moves([boards[i] for i in scored])))
-    rewards = []
-    for i, (board, move) in enumerate(zip(boards, moves)):
-        if board is None:
-            rewards.append(None)
-            continue
-        solutions = {engine_best.get(i), *((bm[i] or []) if bm else [])}
-        rewards.append(float(move is not None and move.uci() in solutions))
-    return rewards
-
-
 def solve_reward(prompts, completions, *, fen, bm=None, am=None, **kwargs) -> list[float | None]:
     """1 if the move solves the row's test position: one of its `bm` moves and none of its `am` moves (EPD
     best/avoid moves, the puzzle's solution); None for rows that have neither."""
@@ -164,19 +107,64 @@ def format_reward(prompts, completions, **kwargs) -> list[float]:
     return [float(ANSWER_ONLY.fullmatch(completion_text(c)[:MAX_ANSWER_CHARS + 1]) is not None) for c in completions]
 
 
-_pool: EnginePool | None = None
+class ChessRewards:
+    """The rewards that search, sharing one engine pool that they own (`EnginePool()` when none is given): `close()`
+    (or leaving `with`) ends its engines. Each is a bound method, whose `__name__` TRL takes as its metric name."""
 
+    def __init__(self, pool: EnginePool | None = None):
+        self.pool = pool if pool is not None else EnginePool()
 
-def use_engine_pool(pool: EnginePool | None) -> None:
-    """Make `pool` the one the engine rewards use (None: a default pool is started again on next use)."""
-    global _pool
-    _pool = pool
+    def engine_reward(self, prompts, completions, *, fen, **kwargs) -> list[float | None]:
+        """Expected score after the played move relative to the engine's best, in [0, 1]; 0 if illegal or
+        unparsable."""
+        boards = _boards(fen)
+        moves = _moves(boards, completions)
+        scored = [i for i, move in enumerate(moves) if move is not None]
+        scores = dict(zip(scored, self.pool.score_moves([(boards[i], moves[i]) for i in scored])))
+        return [None if board is None else scores.get(i, 0.0) for i, board in enumerate(boards)]
 
+    def rank_reward(self, prompts, completions, *, fen, **kwargs) -> list[float | None]:
+        """The share of the other legal moves that score no better than the played one (ties count half): 1 for the
+        best move, 0 for the worst, 1 when it is the only move; 0 if illegal or unparsable.
 
-def engine_pool() -> EnginePool:
-    """The pool the engine rewards use: the installed one, or a default one started now and closed at exit."""
-    global _pool
-    if _pool is None:
-        _pool = EnginePool()
-        atexit.register(_pool.close)
-    return _pool
+        The engine reward squeezes every move that does not lose towards 1; the rank spreads a group's answers evenly
+        between the best and the worst move of the position, whatever its evaluation."""
+        boards = _boards(fen)
+        moves = _moves(boards, completions)
+        scored = [i for i, move in enumerate(moves) if move is not None]
+        tables = dict(zip(scored, self.pool.legal_move_scores([boards[i] for i in scored])))
+        rewards = []
+        for i, board in enumerate(boards):
+            if board is None or i not in tables:
+                rewards.append(None if board is None else 0.0)
+                continue
+            played, others = tables[i][moves[i].uci()], [v for m, v in tables[i].items() if m != moves[i].uci()]
+            if not others:
+                rewards.append(1.0)
+                continue
+            rewards.append(sum(1.0 if v < played else 0.5 if v == played else 0.0 for v in others) / len(others))
+        return rewards
+
+    def best_move_reward(self, prompts, completions, *, fen, bm=None, **kwargs) -> list[float | None]:
+        """1 if the move is the engine's best move or one of the row's `bm` moves (UCI list), else 0."""
+        boards = _boards(fen)
+        moves = _moves(boards, completions)
+        scored = [i for i, move in enumerate(moves) if move is not None]
+        engine_best = dict(zip(scored, self.pool.best_moves([boards[i] for i in scored])))
+        rewards = []
+        for i, (board, move) in enumerate(zip(boards, moves)):
+            if board is None:
+                rewards.append(None)
+                continue
+            solutions = {engine_best.get(i), *((bm[i] or []) if bm else [])}
+            rewards.append(float(move is not None and move.uci() in solutions))
+        return rewards
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> "ChessRewards":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

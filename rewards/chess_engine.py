@@ -3,6 +3,7 @@
     with EnginePool(size=2, limit=chess.engine.Limit(depth=8), cache_path="~/.cache/selfplay/evals.sqlite") as pool:
         pool.score_moves([(board, move), ...])      # -> [1.0, 0.62, ...]: expected score relative to the best move
         pool.best_moves([board, ...])                # -> ["e2e4", ...]
+        pool.legal_move_scores([board, ...])         # -> [{"e2e4": 1.0, "f2f3": 0.41, ...}, ...]: every legal move
 
 An evaluation is the expected score (`PovScore.wdl().expectation()`: win 1, draw 0.5, loss 0) for the side to move,
 either with the engine's best move or with one given root move. Evaluations are cached by (position, move, limit):
@@ -11,9 +12,13 @@ pay for each distinct evaluation once. A batch is deduplicated, then its misses 
 
 An engine that dies, or that does not answer within `timeout` seconds (it is then killed), is restarted and the
 evaluation retried, up to `max_restarts` times in a row; then `EngineError` says what to do. `close()` (or leaving
-the `with` block) ends every engine process.
+the `with` block) ends every engine process. Without it they still end with this process, even one killed by kill -9
+(each Stockfish gets the parent-death signal), and they never hold up the interpreter's exit. Each runs in a process
+group of its own: the terminal's Ctrl-C is ours to handle.
 """
 
+import ctypes
+import functools
 import logging
 import os
 import queue
@@ -21,7 +26,7 @@ import shutil
 import signal
 import sqlite3
 import threading
-from concurrent.futures import CancelledError, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 
 import chess
@@ -30,6 +35,8 @@ import chess.engine
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str | None]  # (FEN, UCI move or None for the engine's own best move)
+PR_SET_PDEATHSIG = 1
+PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: between fork and exec the child only calls it
 
 
 class EngineError(RuntimeError):
@@ -63,6 +70,14 @@ def limit_key(limit: chess.engine.Limit) -> str:
     return ",".join(f"{name}={getattr(limit, name)}" for name in fields if getattr(limit, name) is not None)
 
 
+def die_with_parent(parent: int) -> None:
+    """In a new Stockfish, before its exec: SIGKILL when the thread that started it ends, so with this process, even
+    by kill -9 (the end of its stdin is not enough: a child we forked, as DataLoader workers are, keeps it open)."""
+    PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the prctl
+        os._exit(1)
+
+
 class Engine:
     """One Stockfish process, started on first use, killed when an analysis outlives `timeout`."""
 
@@ -73,8 +88,7 @@ class Engine:
 
     def analyse(self, board: chess.Board, limit: chess.engine.Limit, move: chess.Move | None) -> tuple[float, str | None]:
         if self.engine is None:
-            self.engine = chess.engine.SimpleEngine.popen_uci(self.path, setpgrp=True)  # the terminal's Ctrl-C is ours
-            self.pid = self.engine.protocol.transport.get_pid()
+            self.start()
         watchdog = threading.Timer(self.timeout, self.kill)  # a hung engine raises EngineTerminatedError below
         watchdog.start()
         try:
@@ -84,6 +98,23 @@ class Engine:
             watchdog.cancel()
         best = info["pv"][0].uci() if info.get("pv") else None
         return info["score"].pov(board.turn).wdl().expectation(), best
+
+    def start(self) -> None:
+        started: Future[chess.engine.SimpleEngine] = Future()
+
+        def popen() -> None:
+            try:  # setpgrp: the terminal's Ctrl-C is ours
+                started.set_result(chess.engine.SimpleEngine.popen_uci(
+                    self.path, setpgrp=True, preexec_fn=functools.partial(die_with_parent, os.getpid())))
+            except BaseException as error:
+                started.set_exception(error)
+
+        # python-chess runs the engine's event loop on a thread it makes (Stockfish's parent), which inherits the
+        # daemon flag of the thread that starts it: a daemon, so that an engine left open never keeps the
+        # interpreter from exiting (Python joins the other threads before any atexit hook could close it)
+        threading.Thread(target=popen, name="stockfish-start", daemon=True).start()
+        self.engine = started.result()
+        self.pid = self.engine.protocol.transport.get_pid()
 
     def kill(self) -> None:
         if self.pid is not None:
@@ -189,6 +220,12 @@ class EnginePool:
 
     def best_moves(self, boards: list[chess.Board]) -> list[str | None]:
         return [best for _, best in self.evaluate([(board.fen(), None) for board in boards])]
+
+    def legal_move_scores(self, boards: list[chess.Board]) -> list[dict[str, float]]:
+        """Per position, the score of each legal move (UCI -> [0, 1], as `score_moves`), all searched in one batch."""
+        moves = [list(board.legal_moves) for board in boards]
+        scores = iter(self.score_moves([(board, move) for board, legal in zip(boards, moves) for move in legal]))
+        return [{move.uci(): next(scores) for move in legal} for legal in moves]
 
     def _search(self, key: Key) -> tuple[float, str | None]:
         board = chess.Board(key[0])

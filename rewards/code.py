@@ -4,11 +4,15 @@ Every reward is `f(prompts, completions, *, tests, entry_point=None, **kwargs) -
 the column holding a row's tests, HumanEval-style (`def check(candidate): ...`, with `entry_point` naming the
 function that `candidate` stands for) or plain `assert` lines; `None` (or "") marks a row that is not code.
 
-    GRPOTrainer(..., reward_funcs=[unit_test_reward, unit_test_pass_fraction])
-    use_sandbox(get_sandbox("bwrap"))  # optional: the default is get_sandbox("auto"), made on first use
+    rewards = CodeRewards(get_sandbox("bwrap"))  # CodeRewards(): get_sandbox("auto")
+    GRPOTrainer(..., reward_funcs=[rewards.unit_test_reward, rewards.unit_test_pass_fraction])
+    rewards.close()  # or `with CodeRewards() as rewards:`
 
+The rewards are methods of a `CodeRewards`, which owns the sandbox they share; a method's name is its metric name:
 - `unit_test_reward`: 1 if every check passed, else 0;
 - `unit_test_pass_fraction`: the share of checks that passed.
+A script that ends without `close()` still exits. With bwrap no sandbox process outlives it, even after kill -9;
+Docker's containers are removed by `close()` or by the next `DockerSandbox` (see `sandboxes.docker`).
 
 The code is the first ```python (or ```py, or untagged) fenced block of the completion, else the whole text: the
 answer usually comes first and later blocks are examples of its use. The completion holds the full definition.
@@ -55,8 +59,7 @@ from dataclasses import dataclass
 from rewards.completions import completion_text
 from sandboxes import Limits, RunResult, Sandbox, SandboxError, get_sandbox
 
-__all__ = ["TestReport", "default_sandbox", "extract_code", "run_tests", "split_tests", "unit_test_pass_fraction",
-           "unit_test_reward", "use_sandbox"]
+__all__ = ["CodeRewards", "TestReport", "extract_code", "run_tests", "split_tests"]
 
 LIMITS = Limits(wall_s=10.0)
 WORKERS = 2  # completions of a batch scored at once
@@ -234,42 +237,40 @@ def run_tests(code: str, tests: str, sandbox: Sandbox, *, entry_point: str | Non
     return TestReport(passed, total, run)
 
 
-def _reports(completions, tests, entry_point) -> list[TestReport | None]:
-    entry_points = entry_point or [None] * len(completions)
-    sandbox = default_sandbox() if any(tests) else None
+class CodeRewards:
+    """The unit-test rewards, sharing one sandbox that they own (`get_sandbox("auto")` when none is given): `close()`
+    (or leaving `with`) ends what it keeps between runs. Each is a bound method, whose `__name__` TRL takes as its
+    metric name."""
 
-    def report(row: int) -> TestReport | None:
-        if not tests[row]:
-            return None
-        return run_tests(extract_code(completion_text(completions[row])), tests[row], sandbox,
-                         entry_point=entry_points[row])
+    def __init__(self, sandbox: Sandbox | None = None):
+        self.sandbox = sandbox if sandbox is not None else get_sandbox("auto")
 
-    with ThreadPoolExecutor(WORKERS) as pool:
-        return list(pool.map(report, range(len(completions))))
+    def unit_test_reward(self, prompts, completions, *, tests, entry_point=None, **kwargs) -> list[float | None]:
+        """1 if the solution passed every check of its row's tests, else 0; None for rows without tests."""
+        return [None if r is None else float(r.all_passed) for r in self._reports(completions, tests, entry_point)]
 
+    def unit_test_pass_fraction(self, prompts, completions, *, tests, entry_point=None, **kwargs
+                                ) -> list[float | None]:
+        """The share of its row's checks the solution passed; None for rows without tests."""
+        return [None if r is None else r.passed / r.total for r in self._reports(completions, tests, entry_point)]
 
-def unit_test_reward(prompts, completions, *, tests, entry_point=None, **kwargs) -> list[float | None]:
-    """1 if the solution passed every check of its row's tests, else 0; None for rows without tests."""
-    return [None if r is None else float(r.all_passed) for r in _reports(completions, tests, entry_point)]
+    def _reports(self, completions, tests, entry_point) -> list[TestReport | None]:
+        entry_points = entry_point or [None] * len(completions)
 
+        def report(row: int) -> TestReport | None:
+            if not tests[row]:
+                return None
+            return run_tests(extract_code(completion_text(completions[row])), tests[row], self.sandbox,
+                             entry_point=entry_points[row])
 
-def unit_test_pass_fraction(prompts, completions, *, tests, entry_point=None, **kwargs) -> list[float | None]:
-    """The share of its row's checks the solution passed; None for rows without tests."""
-    return [None if r is None else r.passed / r.total for r in _reports(completions, tests, entry_point)]
+        with ThreadPoolExecutor(WORKERS) as pool:
+            return list(pool.map(report, range(len(completions))))
 
+    def close(self) -> None:
+        self.sandbox.close()
 
-_sandbox: Sandbox | None = None
+    def __enter__(self) -> "CodeRewards":
+        return self
 
-
-def use_sandbox(sandbox: Sandbox | None) -> None:
-    """Make `sandbox` the one the rewards use (None: `get_sandbox("auto")` is made again on next use)."""
-    global _sandbox
-    _sandbox = sandbox
-
-
-def default_sandbox() -> Sandbox:
-    """The sandbox the rewards use: the installed one, or `get_sandbox("auto")` made now."""
-    global _sandbox
-    if _sandbox is None:
-        _sandbox = get_sandbox("auto")
-    return _sandbox
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -37,8 +37,8 @@ runs of one sandbox (what the reset does not undo): its namespaces (loopback onl
 state kept, no socket left), the tmpfs's inode numbers and timestamps, and the agent process; so a run written to
 read them learns a little of the run before it (how many processes it made from the pid counter, packets it sent
 from /proc/net/snmp, CPU it used from the agent's times in /proc/1/stat). Idle agents (at most `pool_size`) wait for
-their next job; `close()` ends them. If this process dies, each agent ends its run at the deadline, then exits at
-the end of its stdin, and its namespaces go with it.
+their next job; `close()` ends them, and so does the end of this process, even by kill -9 (`--die-with-parent`):
+with its agent, every process of a sandbox goes.
 
 **A fresh sandbox per run (without root, or `reuse=False`).** One run is `bwrap` (as uid 65534 when we are root:
 root's processes escape RLIMIT_NPROC) with `--disable-userns` and, as the pid namespace's init (`--as-pid-1`), a
@@ -96,6 +96,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -242,6 +243,9 @@ class BwrapSandbox(Sandbox):
         self.pool_size = pool_size or os.cpu_count() or 2
         self.idle: list[Agent] = []
         self.lock = threading.Lock()
+        # bwrap's --die-with-parent fires when the thread that started it ends, not the process: agents outlive the
+        # run that starts them, so one thread that lives as long as the sandbox starts them all
+        self.starter = ThreadPoolExecutor(1, thread_name_prefix="bwrap-agents")
         weakref.finalize(self, end_agents, self.idle, self.lock)  # a sandbox dropped without close() ends its agents
         try:
             probe = self.run(["true"], limits=Limits(wall_s=30))
@@ -274,13 +278,15 @@ class BwrapSandbox(Sandbox):
         info_read, info_write = os.pipe()
         caps = [arg for cap in [*AGENT_CAPS, "CHOWN"] for arg in ("--cap-add", f"CAP_{cap}")]
         cmd = [*self.drop, self.bwrap, "--unshare-all", "--unshare-user", "--userns-block-fd", str(block_read),
-               "--info-fd", str(info_write), "--as-pid-1", "--new-session", "--clearenv", "--setenv", "PATH",
-               ENV["PATH"], "--uid", "0", "--gid", "0", *caps, *OPEN_DIRS, *self.binds, "--proc", "/proc", *DEV,
-               "--ro-bind", str(AGENT_PATH), "/agent.py", "--size", str(scratch_bytes), "--tmpfs", SCRATCH,
-               "--remount-ro", "/", "--chdir", "/", "--", "python3", "-I", "-S", "/agent.py", str(TTL_S)]
+               "--info-fd", str(info_write), "--die-with-parent", "--as-pid-1", "--new-session", "--clearenv",
+               "--setenv", "PATH", ENV["PATH"], "--uid", "0", "--gid", "0", *caps, *OPEN_DIRS, *self.binds,
+               "--proc", "/proc", *DEV, "--ro-bind", str(AGENT_PATH), "/agent.py", "--size", str(scratch_bytes),
+               "--tmpfs", SCRATCH, "--remount-ro", "/", "--chdir", "/", "--", "python3", "-I", "-S", "/agent.py",
+               str(TTL_S)]
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    pass_fds=[block_read, info_write], env={}, start_new_session=True)
+            proc = self.starter.submit(
+                subprocess.Popen, cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=[block_read, info_write], env={}, start_new_session=True).result()
         finally:
             os.close(block_read)
             os.close(info_write)

@@ -18,6 +18,7 @@ from pathlib import Path
 import chess
 from rich.console import Console
 
+from rewards.chess import ChessRewards
 from selfplay.config import ConfigError, LoopConfig, check_engine_limit
 from selfplay.domains import chess as chess_domain
 from selfplay.model import resolve_model
@@ -81,9 +82,9 @@ class SFTConfig:
         check_engine_limit("--engine-limit", self.engine_limit)
 
 
-def best_sampled_answers(model_path: str, rows: list[dict], config: SFTConfig, tokenizer) -> list[str | None]:
+def best_sampled_answers(model_path: str, rows: list[dict], config: SFTConfig, tokenizer,
+                         engine_reward) -> list[str | None]:
     """Per row, the policy's best of `samples_per_prompt` sampled answers, or None when none reaches min_reward."""
-    from rewards.chess import engine_reward
     from selfplay.policy import VLLMPolicy
     from selfplay.train import encode_prompt
 
@@ -117,17 +118,14 @@ def run_sft(config: SFTConfig, console: Console | None = None, on_run_dir=None) 
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    _, _, engines = chess_domain.reward_funcs(loop_like)
     start = time.perf_counter()
-    try:
+    with ChessRewards(chess_domain.engine_pool(loop_like)) as rewards:
         if config.targets == "engine":
             boards = [chess.Board(row["fen"]) for row in rows]
             answers = [move if config.prompt_style == "uci" or move is None else board.san(chess.Move.from_uci(move))
-                       for board, move in zip(boards, engines.best_moves(boards))]
+                       for board, move in zip(boards, rewards.pool.best_moves(boards))]
         else:
-            answers = best_sampled_answers(model_path, rows, config, tokenizer)
-    finally:
-        engines.close()
+            answers = best_sampled_answers(model_path, rows, config, tokenizer, rewards.engine_reward)
     examples = [{"prompt": row["prompt"], "completion": [{"role": "assistant", "content": answer}]}
                 for row, answer in zip(rows, answers) if answer]
     if not examples:

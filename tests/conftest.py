@@ -1,5 +1,5 @@
-"""Shared fixtures: the real default model, a tiny random-weight Llama-shaped model, a chess domain for it, the
-sandbox the code rewards use."""
+"""Shared fixtures: the real default model, a tiny random-weight Llama-shaped model, a chess domain for it, the code
+rewards and their sandbox."""
 
 import os
 
@@ -53,16 +53,20 @@ def dense_chess_domain():
 
 
 @pytest.fixture(scope="module")
-def auto_sandbox():
-    """`get_sandbox("auto")`, installed for the code rewards for the module's tests; skips where none is usable."""
-    from rewards.code import use_sandbox
+def code_rewards():
+    """The code rewards on `get_sandbox("auto")`, for the module's tests; skips where no sandbox is usable."""
+    from rewards.code import CodeRewards
     from sandboxes import SandboxError, get_sandbox
 
     try:
         box = get_sandbox("auto")
     except SandboxError as error:
         pytest.skip(f"no sandbox here: {error}")
-    use_sandbox(box)
-    yield box
-    use_sandbox(None)
-    box.close()
+    with CodeRewards(box) as rewards:
+        yield rewards
+
+
+@pytest.fixture(scope="module")
+def auto_sandbox(code_rewards):
+    """The sandbox of `code_rewards`."""
+    return code_rewards.sandbox

