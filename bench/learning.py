@@ -92,12 +92,12 @@ def entry(name: str, seed: int, run_name: str, wall: float) -> dict:
     what, flags, *_ = CONFIGS[name]
     evaluation = json.loads((Path("runs") / run_name / "eval.json").read_text())
     if "fine-tuned" in evaluation and "fine_tune_change" not in evaluation:  # a run from before the loop wrote it
-        from selfplay.config import LoopConfig
+        from selfplay.config import make_config
         from selfplay.domains import get_domain
         from selfplay.evaluate import compare
 
         settings = json.loads((Path("runs") / run_name / "config.json").read_text())
-        config = LoopConfig(**{k: v for k, v in settings.items() if k in LoopConfig.__dataclass_fields__})
+        config = make_config(**{k: v for k, v in settings.items() if k not in ("run", "model_path")})
         rows = get_domain(config.domain).eval_rows(config)
         evaluation["fine_tune_change"] = compare(rows, evaluation["before"], evaluation["fine-tuned"])
     sets = {}

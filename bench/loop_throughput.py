@@ -31,15 +31,16 @@ def measure(variant: str, steps: int, prompts: int, group: int) -> dict:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from selfplay.config import LoopConfig
+    from selfplay.config import make_config
     from selfplay.domains import chess as chess_domain
     from selfplay.model import fetch_default_model
 
     start = time.perf_counter()
     model = str(fetch_default_model())
-    config = LoopConfig(steps=steps, prompts_per_step=prompts, num_generations=group, train_positions=prompts * steps)
+    config = make_config(steps=steps, prompts_per_step=prompts, num_generations=group, train_positions=prompts * steps)
     dataset = Dataset.from_list(chess_domain.train_rows(config, []))
-    reward_funcs, weights, engines = chess_domain.reward_funcs(config)
+    rewards = chess_domain.rewards(config)
+    reward_funcs, weights = rewards.funcs, rewards.weights
     out = Path(tempfile.mkdtemp(prefix=f"bench-{variant}-"))
     if variant == "ours":
         from selfplay.policy import VLLMPolicy
@@ -66,7 +67,7 @@ def measure(variant: str, steps: int, prompts: int, group: int) -> dict:
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    engines.close()
+    rewards.close()
     completions = steps * prompts * group
     return {
         "variant": variant,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from selfplay.config import ConfigError, LoopConfig, check_engine_limit
+from selfplay.config import ConfigError, check_engine_limit, make_config
 from selfplay.domains import chess as chess_domain
 from selfplay.domains.chess_arena import check_opponent_elo, estimate_elo, play_match
 from selfplay.domains.chess_selfplay import PolicyPlayer
@@ -115,7 +115,7 @@ def run_chess_eval(config: EvalConfig, console: Console | None = None, on_run_di
     levels = [int(level) for level in config.elo.split(",")]  # validated by the CLI
     model_path = resolve_model(config.model)
     lora_rank = adapter_rank(config.adapter) if config.adapter else None
-    loop_like = LoopConfig(eval_file=config.positions_file, eval_positions=config.eval_positions, skip_bad=config.skip_bad,
+    loop_like = make_config(eval_file=config.positions_file, eval_positions=config.eval_positions, skip_bad=config.skip_bad,
                            engine_limit=config.engine_limit, engine_workers=config.engine_workers,
                            engine_cache=config.engine_cache, prompt_style=config.prompt_style)
     rows = chess_domain.eval_rows(loop_like) if config.eval_positions else []  # a bad file stops here, nothing made
@@ -135,7 +135,7 @@ def run_chess_eval(config: EvalConfig, console: Console | None = None, on_run_di
     from selfplay.policy import VLLMPolicy
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    reward_funcs, _, engines = chess_domain.reward_funcs(loop_like)
+    rewards = chess_domain.rewards(loop_like)
     policy = None
     try:
         policy = VLLMPolicy(model_path, lora_rank=lora_rank, seed=config.seed)
@@ -143,9 +143,10 @@ def run_chess_eval(config: EvalConfig, console: Console | None = None, on_run_di
             policy.load_adapter(config.adapter, 1)
         result: dict = {"model": model_path, "adapter": config.adapter, "positions_file": config.positions_file}
         if rows:
-            result["positions"] = evaluate(policy, tokenizer, rows, reward_funcs, max_tokens=config.max_completion_length,
-                                           stop=chess_domain.stop_strings(loop_like),
-                                           references=chess_domain.eval_references)
+            result["positions"] = evaluate(
+                policy, tokenizer, rows, rewards.funcs, max_tokens=config.max_completion_length,
+                stop=chess_domain.stop_strings(loop_like),
+                references=lambda rows, scores: chess_domain.eval_references(rows, scores, rewards))
             console.print(eval_table("positions (95% intervals)", chess_domain.EVAL_METRICS, result["positions"]))
         if config.games:
             result |= play_matches(policy, tokenizer, levels=levels, games=config.games, opponent_limit=config.opponent_limit,
@@ -156,4 +157,4 @@ def run_chess_eval(config: EvalConfig, console: Console | None = None, on_run_di
     finally:
         if policy is not None:
             policy.close()
-        engines.close()
+        rewards.close()

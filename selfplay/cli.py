@@ -5,6 +5,7 @@
     selfplay sft [--targets engine|samples] [--examples N] [--run NAME]   # warm start; loop --model runs/NAME/model
     selfplay runs list|show|samples|compare|plot|tail [RUN...]                       # look at runs; see --help
     selfplay rewards check my_rewards:short_answer [--domain chess]         # try a reward of your own on sample rows
+    selfplay domains                                                # the domains installed, and their flags
     selfplay model fetch                                                             # build the default model
 
 Bad input (an unknown domain, a missing model, a malformed flag, a run name already used) ends with one line on
@@ -18,7 +19,7 @@ import traceback
 
 from selfplay.chess_eval import EvalConfig
 from selfplay.config import ConfigError, add_config_arguments, config_from_args
-from selfplay.domains import DomainError
+from selfplay.domains import DomainError, get_domain
 from selfplay.domains.chess_positions import PositionFileError
 from selfplay.domains.code_tasks import TaskFileError
 from selfplay.model import ModelError, fetch_default_model
@@ -32,11 +33,14 @@ USER_ERRORS = (ConfigError, DomainError, ModelError, PluginError, PositionFileEr
 STOPPING_ERRORS = ("PolicyError", "EngineError", "SandboxError", "RewardError")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(domain: str = "chess") -> argparse.ArgumentParser:
+    """The command line; `selfplay loop` has the flags of `domain` (its Settings) beside the loop's."""
     parser = argparse.ArgumentParser(prog="selfplay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    loop = commands.add_parser("loop", help="run the self-improvement loop")
+    loop = commands.add_parser("loop", help="run the self-improvement loop",
+                               description="The loop's flags, then the domain's: --domain NAME --help shows NAME's.")
     add_config_arguments(loop)
+    add_config_arguments(loop.add_argument_group(f"{domain} domain"), get_domain(domain).Settings)
     evaluation = commands.add_parser("eval", help="evaluate a policy on positions and in games against Stockfish")
     evaluation.add_argument("domain", choices=["chess"])
     add_config_arguments(evaluation, EvalConfig)
@@ -62,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.choices["samples"].add_argument("--grep", help="only samples whose completion or prompt holds this text")
     runs.choices["samples"].add_argument("--limit", type=int, default=20, help="samples shown (default: 20)")
     runs.choices["plot"].add_argument("--out", help="PNG file to write (default: <first run>/curves.png)")
+    commands.add_parser("domains", help="the domains installed: built in, and entry points of selfplay.domains")
     rewards = commands.add_parser("rewards", help="try a reward function of your own").add_subparsers(
         dest="action", required=True)
     check = rewards.add_parser("check", help="run a reward on sample rows of a domain, print what it returns")
@@ -72,10 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def requested_domain(argv: list[str]) -> str:
+    """The --domain of a `selfplay loop` command line (its flags depend on it), chess by default."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--domain", default="chess")
+    return pre.parse_known_args(argv)[0].domain if argv[:1] == ["loop"] else "chess"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parser = build_parser(requested_domain(argv))
+    except DomainError as error:
+        print(f"selfplay: error: {error}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command in ("model", "runs", "rewards"):
+    if args.command in ("model", "runs", "rewards", "domains"):
         return run_command(args, None)
     if args.command == "loop":
         from selfplay.interrupts import run_shielded, should_shield, stop_on_sigterm
@@ -107,6 +125,30 @@ def run_runs(args: argparse.Namespace) -> None:
         runs.tail(args.runs_dir, args.run, console)
 
 
+def list_domains() -> None:
+    """`selfplay domains`: each domain known by name, where it comes from, what it is and its own flags."""
+    import dataclasses
+
+    from rich.table import Table
+
+    from selfplay.domains import BUILT_IN, installed_domains
+    from selfplay.terminal import output_console
+
+    table = Table(box=None, title="domains (selfplay loop --domain NAME; NAME --help shows its flags)", title_justify="left")
+    for header in ("domain", "from", "what", "its flags"):
+        table.add_column(header, overflow="fold")
+    for name, target in installed_domains().items():
+        try:
+            domain = get_domain(name)
+        except DomainError as error:
+            table.add_row(name, target, f"[red]cannot load: {error}[/]", "")
+            continue
+        what = (type(domain).__doc__ or "").strip().splitlines()[0] if type(domain).__doc__ else ""
+        flags = " ".join("--" + f.name.replace("_", "-") for f in dataclasses.fields(domain.Settings))
+        table.add_row(name, "built in" if name in BUILT_IN else target, what, flags)
+    output_console().print(table)
+
+
 def run_command(args: argparse.Namespace, output: ThirdPartyOutput | None) -> int:
     """The command's exit status; its errors as one line on the terminal's stderr (tracebacks go to the log)."""
     err = output.terminal_err if output else sys.stderr
@@ -117,6 +159,9 @@ def run_command(args: argparse.Namespace, output: ThirdPartyOutput | None) -> in
             return 0
         if args.command == "runs":
             run_runs(args)
+            return 0
+        if args.command == "domains":
+            list_domains()
             return 0
         if args.command == "rewards":
             from selfplay.plugins import print_check

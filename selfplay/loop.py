@@ -10,7 +10,6 @@
    everything lands in runs/<run-id>/ (see selfplay.runlog).
 """
 
-import dataclasses
 import json
 import logging
 import os
@@ -20,8 +19,7 @@ import time
 from rich.console import Console
 from transformers import TrainerCallback
 
-from selfplay.config import ConfigError, LoopConfig
-from selfplay.domains.chess_arena import check_opponent_elo
+from selfplay.config import LoopConfig
 from selfplay.dashboard import Dashboard
 from selfplay.terminal import cpu_name, output_console
 from selfplay.domains import get_domain
@@ -54,17 +52,12 @@ def run_loop(config: LoopConfig, console: Console | None = None, on_run_dir=None
     eval_rows = domain.eval_rows(config)
     rows = domain.train_rows(config, eval_rows)  # a bad position or task file stops here: no run dir, no vLLM
     plugged = load_rewards(config.reward, config.rewards_only, eval_rows or rows)  # a bad --reward stops here
-    if config.games:  # chess only (validated); an --elo this Stockfish cannot play stops here, not after training
-        try:
-            check_opponent_elo(config.elo)
-        except ValueError as error:
-            raise ConfigError(f"--elo: {error}") from None
     if resuming:
         checkpoint = latest_checkpoint(run_dir)
         truncate_logs(run_dir, checkpoint_iteration(checkpoint))
     else:
         run_dir = create_run_dir(config.runs_dir, config.run_name())
-        settings = {**dataclasses.asdict(config), "run": run_dir.name, "model_path": model_path}
+        settings = {**config.as_dict(), "run": run_dir.name, "model_path": model_path}
         write_json(run_dir / "config.json", settings)
     if on_run_dir:
         on_run_dir(run_dir)
@@ -93,10 +86,10 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
 
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    reward_funcs, reward_weights, engines = domain.reward_funcs(config)
-    reward_funcs, reward_weights = plug_in(plugged, config.rewards_only, reward_funcs, reward_weights,
+    rewards = domain.rewards(config)
+    reward_funcs, reward_weights = plug_in(plugged, config.rewards_only, rewards.funcs, rewards.weights,
                                            run_dir / "reward_failure.jsonl")
-    print_header(console, config, run_dir, model_path, engines)
+    print_header(console, config, run_dir, model_path, domain.describe(config, rewards))
     lora = not config.full_finetune
     policy = None
     try:
@@ -104,7 +97,8 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
 
         def run_eval(label: str) -> dict:
             result = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length,
-                              stop=domain.stop_strings(config), references=domain.eval_references)
+                              stop=domain.stop_strings(config),
+                              references=lambda rows, scores: domain.eval_references(rows, scores, rewards))
             append_jsonl(run_dir / "eval.jsonl", [{"label": label, **result}])
             if dashboard is not None:
                 dashboard.evaluated(label, result.get(next(iter(domain.EVAL_METRICS))))
@@ -128,7 +122,7 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
             policy = VLLMPolicy(model_path, lora_rank=config.lora_rank if lora else None, seed=config.seed)
         elif config.warm_start:  # fine-tune first (the domain's supervised targets), then GRPO from that model
             shutil.rmtree(run_dir / "warm", ignore_errors=True)  # a fine-tune cut short starts over
-            model_path = domain.warm_start(config, model_path, run_dir, engines, console, policy=policy,
+            model_path = domain.warm_start(config, model_path, run_dir, rewards, console, policy=policy,
                                            tokenizer=tokenizer, rows=rows)
             policy.close()
             policy = VLLMPolicy(model_path, lora_rank=config.lora_rank if lora else None, seed=config.seed)
@@ -147,7 +141,7 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
         stats: dict = {}
         dataset, data_callbacks = domain.training_data(config, rows, eval_rows, policy, tokenizer, stats)
         weights = {f.__name__: w for f, w in zip(reward_funcs, reward_weights)}
-        with Dashboard(config.steps, headline=domain.HEADLINE, weights=weights, console=console, done=done,
+        with Dashboard(config.steps, headline=domain.headline, weights=weights, console=console, done=done,
                        plugged=[p.name for p in plugged]) as dashboard, StopAfterIteration() as stop:
             logger = RunLogger(run_dir, stats, on_metrics=dashboard.update)
             callbacks = [*data_callbacks, logger, stop]
@@ -166,7 +160,7 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
         else:
             trainer.save_model(str(run_dir / "final"))
             del trainer  # free the trained copy before vLLM loads the saved one
-            if eval_rows or config.games:
+            if eval_rows or domain.plays_after_training(config):
                 policy = VLLMPolicy(str(run_dir / "final"), lora_rank=None, seed=config.seed)
                 policy.version = config.steps
 
@@ -175,20 +169,15 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
             results["change"] = compare(eval_rows, results["before"], results["after"])
             console.print(eval_table("held-out before -> after (95% intervals; change paired over the same rows)",
                                      domain.EVAL_METRICS, results["after"], results["before"], results["change"]))
-        if config.games:  # chess: the trained policy plays Stockfish, greedily (a retry after an illegal answer samples)
-            from selfplay.chess_eval import EvalConfig, play_matches
-
-            results |= play_matches(policy, tokenizer, levels=[config.elo], games=config.games, seed=config.seed,
-                                    opponent_limit=EvalConfig.opponent_limit, retries=EvalConfig.retries,
-                                    style=config.prompt_style, max_tokens=config.max_completion_length,
-                                    pgn_path=run_dir / "games.pgn", console=console)
-        if eval_rows or config.games:
+        if domain.plays_after_training(config):  # chess: games against Stockfish
+            results |= domain.after_training(config, policy, tokenizer, run_dir, console)
+        if eval_rows or domain.plays_after_training(config):
             write_json(run_dir / "eval.json", results)
         return results
     finally:
         if policy is not None:
             policy.close()
-        engines.close()
+        rewards.close()
 
 
 class EvalEvery(TrainerCallback):
@@ -202,20 +191,16 @@ class EvalEvery(TrainerCallback):
             self.run_eval(f"iteration {state.global_step}")
 
 
-def print_header(console: Console, config: LoopConfig, run_dir, model_path: str, resources) -> None:
+def print_header(console: Console, config: LoopConfig, run_dir, model_path: str, rewards: str) -> None:
     """Who runs where, in five lines."""
     import torch
 
     device = (f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available()
               else f"cpu ({cpu_name()}, {os.cpu_count()} cores)")
-    if hasattr(resources, "limit"):  # the chess engine pool
-        backend = f"Stockfish, {config.engine_limit}, {resources.size} processes"
-    else:
-        backend = f"{type(resources).__name__.removesuffix('Sandbox').lower()} sandbox"
     training = "full fine-tune" if config.full_finetune else f"LoRA r={config.lora_rank}"
     for label, value in (("run", f"{run_dir}  ({config.domain}, seed {config.seed}, {config.steps} iterations)"),
                          ("model", f"{model_path}  ({training}, lr {config.learning_rate:g})"),
-                         ("device", device), ("rewards", backend), ("log", f"{run_dir / 'log.txt'}")):
+                         ("device", device), ("rewards", rewards), ("log", f"{run_dir / 'log.txt'}")):
         console.print(f"[bold]{label:>7}[/] {value}", highlight=False)
 
 

@@ -16,19 +16,17 @@ stops it: the batch goes to runs/<run>/reward_failure.jsonl and the traceback to
 the first sample it fails on; never a silent 0.
 """
 
-import importlib
-import importlib.metadata
 import inspect
 import json
 import logging
 import math
-import os
-import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 from rewards.completions import completion_text
+from selfplay.config import make_config
+from selfplay.importing import entry_points, import_object
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +60,7 @@ def reward_name(func) -> str:
 
 def installed_rewards() -> dict[str, str]:
     """Entry points of the group `selfplay.rewards`: name -> "module:attribute"."""
-    return {entry.name: entry.value for entry in importlib.metadata.entry_points(group=GROUP)}
+    return entry_points(GROUP)
 
 
 def load_reward(spec: str) -> PluggedReward:
@@ -80,17 +78,11 @@ def load_reward(spec: str) -> PluggedReward:
             known = ", ".join(sorted(entries)) or "none installed"
             raise PluginError(f"--reward {target}: expected module:function or an installed reward ({known})")
         target = entries[target]
-    module_name, _, attribute = target.partition(":")
-    if os.getcwd() not in sys.path:  # a module beside the user, as `python -m` would find it
-        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # any import-time failure of the user's module
-        raise PluginError(f"--reward {target}: cannot import {module_name} ({type(error).__name__}: {error})") from None
-    try:
-        func = getattr(module, attribute)
-    except AttributeError:
-        raise PluginError(f"--reward {target}: {module_name} has no {attribute!r}") from None
+        func = import_object(target)
+    except ValueError as error:
+        raise PluginError(f"--reward {target}: {error}") from None
+    attribute = target.partition(":")[2]
     if inspect.isclass(func):
         try:
             func = func()
@@ -215,12 +207,10 @@ def print_check(spec: str, domain_name: str, console) -> None:
     """`selfplay rewards check`: the reward on sample rows of the domain, one line per completion, then a verdict."""
     from rich.table import Table
 
-    from selfplay.config import LoopConfig
     from selfplay.domains import get_domain
 
-    config = LoopConfig(domain=domain_name, eval_positions=CHECK_ROWS, eval_file="random", eval_tasks=CHECK_ROWS,
-                        eval_humaneval=0)
-    rows = get_domain(domain_name).eval_rows(config)
+    domain = get_domain(domain_name)
+    rows = domain.train_rows(make_config(domain=domain_name), [])[:CHECK_ROWS]
     plugged = load_reward(spec)
     values = check_reward(plugged, rows)
     picked, completions = sample_completions(rows)

@@ -10,12 +10,12 @@ that has it is complete. The logs may run one iteration past the newest checkpoi
 saving): they are cut back to it.
 """
 
-import dataclasses
 import json
 import os
 from pathlib import Path
 
-from selfplay.config import ConfigError, LoopConfig
+from selfplay.config import ConfigError, LoopConfig, make_config
+from selfplay.domains import DomainError
 from selfplay.runlog import RunDirError
 
 LOGS = ("metrics.jsonl", "samples.jsonl")
@@ -30,13 +30,14 @@ def saved_config(run_dir: Path) -> LoopConfig:
     except json.JSONDecodeError as error:
         raise RunDirError(f"{path}: not valid JSON ({error.msg}, line {error.lineno}): the file is "
                           "half-written") from None
-    fields = {f.name for f in dataclasses.fields(LoopConfig)}
-    unknown = sorted(set(settings) - fields - {"run", "model_path"})
-    if unknown:
-        raise RunDirError(f"{path}: settings {', '.join(unknown)} are unknown to this version of selfplay; resume it "
-                          "with the version that started it")
-    config = LoopConfig(**{k: v for k, v in settings.items() if k in fields})
-    config.run = run_dir.name
+    settings = {k: v for k, v in settings.items() if k not in ("run", "model_path")}
+    try:
+        config = make_config(**settings, run=run_dir.name)
+    except DomainError as error:
+        raise RunDirError(f"{path}: {error}") from None
+    except ConfigError as error:  # a setting that neither the loop nor the domain has (now)
+        raise RunDirError(f"{path}: {error}; these settings are unknown to this version of selfplay: resume it with "
+                          "the version that started it") from None
     try:
         config.validate()
     except ConfigError as error:

@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from selfplay.config import LoopConfig
+from selfplay.config import make_config
 from selfplay.dashboard import sparkline
 from selfplay.runlog import RunDirError
 
@@ -144,7 +144,7 @@ def age(seconds: float) -> str:
 
 def changed_settings(config: dict) -> dict:
     """The settings that differ from what `selfplay loop --domain D` would use."""
-    defaults = dataclasses.asdict(LoopConfig(domain=config.get("domain", "chess")))
+    defaults = make_config(domain=config.get("domain", "chess")).as_dict()
     skip = {"run", "model_path"}
     return {k: v for k, v in config.items() if k not in skip and k in defaults and defaults[k] != v}
 
@@ -194,7 +194,7 @@ def show(runs_dir: str, name: str, console) -> None:
     console.print("[bold]settings[/] (differing from the defaults): " +
                   (", ".join(f"{k}={v}" for k, v in changed.items()) or "none"), highlight=False)
     if run.metrics:
-        headline = get_domain(run.config["domain"]).HEADLINE
+        headline = get_domain(run.config["domain"]).headline
         for label, key in [*CURVES[:1], (headline.split("/")[-1], headline), *CURVES[1:]]:
             values = [m.get(key) for m in run.metrics]
             known = [v for v in values if v is not None]

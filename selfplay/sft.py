@@ -19,7 +19,7 @@ import chess
 from rich.console import Console
 
 from rewards.chess import ChessRewards
-from selfplay.config import ConfigError, LoopConfig, check_engine_limit
+from selfplay.config import ConfigError, check_engine_limit, make_config
 from selfplay.domains import chess as chess_domain
 from selfplay.model import resolve_model
 from selfplay.runlog import create_run_dir, write_json
@@ -107,10 +107,10 @@ def best_sampled_answers(model_path: str, rows: list[dict], config: SFTConfig, t
 def run_sft(config: SFTConfig, console: Console | None = None, on_run_dir=None) -> dict:
     console = console or output_console()
     model_path = resolve_model(config.model)
-    loop_like = LoopConfig(positions=config.positions, train_positions=config.examples, skip_bad=config.skip_bad,
+    loop_like = make_config(positions=config.positions, train_positions=config.examples, skip_bad=config.skip_bad,
                            engine_limit=config.engine_limit, engine_workers=config.engine_workers, seed=config.seed,
                            prompt_style=config.prompt_style, engine_cache=config.engine_cache)
-    rows = chess_domain.train_rows(loop_like, chess_domain.eval_rows(LoopConfig()))  # never the loop's held-out set
+    rows = chess_domain.train_rows(loop_like, chess_domain.eval_rows(make_config()))  # never the loop's held-out set
     out = create_run_dir(config.runs_dir, config.run or f"sft__{config.targets}__{time.strftime('%Y%m%d-%H%M%S')}")
     if on_run_dir:
         on_run_dir(out)

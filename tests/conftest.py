@@ -46,10 +46,12 @@ def tiny_model(default_model, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def dense_chess_domain():
-    """The chess domain with one dense reward added (tests/dense_domain.py)."""
-    from dense_domain import dense_chess_domain
+    """The chess domain with one dense reward added (tests/dense_domain.py), as `get_domain` loads it."""
+    from dense_domain import DENSE
 
-    return dense_chess_domain()
+    from selfplay.domains import get_domain
+
+    return get_domain(DENSE)
 
 
 @pytest.fixture(scope="module")

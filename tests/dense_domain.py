@@ -1,44 +1,28 @@
 """The chess domain with one dense reward added (weight 1), for tiny random models: such a model never names a legal
-move, so the real Stockfish rewards alone would give every group zero spread and TRL no gradient.
+move, so the real Stockfish rewards alone would give every group zero spread and TRL no gradient. A plug-in domain
+as a user writes one (selfplay.domains.Domain), loaded by name:
 
-    python tests/dense_domain.py loop --model TINY ...   # `selfplay` with this domain, as its own process (kill -9)
+    PYTHONPATH=tests selfplay loop --domain dense_domain:DenseChess --model TINY ...
 """
 
-import sys
-from types import SimpleNamespace
+from rewards.completions import completion_text
+from selfplay.domains.base import Rewards
+from selfplay.domains.chess import ChessDomain
+
+DENSE = "dense_domain:DenseChess"
 
 
 def move_chars_reward(prompts, completions, **kwargs):
     """Share of characters that can appear in a UCI move: random text has spread, so GRPO gets a gradient."""
-    from rewards.completions import completion_text
-
     texts = [completion_text(c) for c in completions]
     return [sum(ch in "abcdefgh12345678" for ch in t) / max(len(t), 1) for t in texts]
 
 
-def dense_chess_domain() -> SimpleNamespace:
-    from selfplay.domains import chess as chess_domain
+class DenseChess(ChessDomain):
+    """Chess, plus a dense reward that random text has spread on."""
 
-    def reward_funcs(config):
-        funcs, weights, engines = chess_domain.reward_funcs(config)
-        return [*funcs, move_chars_reward], [*weights, 1.0], engines
+    name = "dense-chess"
 
-    return SimpleNamespace(
-        train_rows=chess_domain.train_rows,
-        eval_rows=chess_domain.eval_rows,
-        training_data=chess_domain.training_data,
-        reward_funcs=reward_funcs,
-        HEADLINE=chess_domain.HEADLINE,
-        stop_strings=chess_domain.stop_strings,
-        eval_references=chess_domain.eval_references,
-        EVAL_METRICS=chess_domain.EVAL_METRICS,
-        warm_start=chess_domain.warm_start,
-    )
-
-
-if __name__ == "__main__":
-    from selfplay import loop
-    from selfplay.cli import main
-
-    loop.get_domain = lambda name: dense_chess_domain()
-    sys.exit(main())
+    def rewards(self, config) -> Rewards:
+        rewards = ChessDomain.rewards(config)
+        return Rewards([*rewards.funcs, move_chars_reward], [*rewards.weights, 1.0], rewards.resources)

@@ -7,7 +7,7 @@ from pathlib import Path
 import chess
 import pytest
 
-from selfplay.config import LoopConfig
+from selfplay.config import make_config
 from selfplay.domains.chess_selfplay import SelfPlayPositions, phase
 
 
@@ -61,16 +61,17 @@ def test_games_against_limited_stockfish_alternate_colors():
 
 
 @pytest.mark.slow
-def test_loop_trains_on_positions_from_its_own_games(tiny_model, dense_chess_domain, tmp_path, monkeypatch):
+def test_loop_trains_on_positions_from_its_own_games(tiny_model, tmp_path):
+    from dense_domain import DENSE
+
     from selfplay import loop
 
-    config = LoopConfig(
-        model=tiny_model, runs_dir=str(tmp_path), run="selfplay", positions="selfplay", warm_start=0, steps=2,
+    config = make_config(
+        domain=DENSE, model=tiny_model, runs_dir=str(tmp_path), run="selfplay", positions="selfplay", warm_start=0, steps=2,
         prompts_per_step=2,
         num_generations=2, micro_batch_size=2, train_positions=4, eval_positions=0, engine_limit="depth=2",
         selfplay_games=2, selfplay_plies=8,
     )
-    monkeypatch.setattr(loop, "get_domain", lambda name: dense_chess_domain)
     loop.run_loop(config)
     metrics = [json.loads(line) for line in (Path(tmp_path) / "selfplay" / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2 and all(m["selfplay/positions"] > 0 for m in metrics)

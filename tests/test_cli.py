@@ -37,9 +37,8 @@ def test_model_directory_without_config(capfd, tmp_path):
         (["--grpo", "mask_truncated_completions=maybe"], "not a valid bool"),
         (["--steps", "0"], "--steps must be at least 1"),
         (["--micro-batch-size", "3"], "must divide"),
-        (["--preset", "short"], "the presets are long (chess)"),
-        (["--domain", "code", "--preset", "long"], "the presets are long (chess)"),
-        (["--domain", "code", "--games", "2"], "chess only"),
+        (["--preset", "short"], "--preset 'short': the chess domain's presets are long"),
+        (["--domain", "code", "--preset", "long"], "the code domain's presets are none"),
         (["--games", "-1"], "--games must be 0 or more"),
         (["--games", "2", "--elo", "900"], "outside this Stockfish's UCI_Elo range"),
     ],
@@ -49,14 +48,24 @@ def test_malformed_flags(capfd, tmp_path, flags, message):
     assert status == 2 and message in err
 
 
-def test_a_preset_replaces_the_defaults_and_the_flags_given_win():
-    from selfplay.config import LoopConfig
+def test_each_domain_has_its_own_flags(capfd):
+    with pytest.raises(SystemExit) as code_games:
+        main(["loop", "--domain", "code", "--games", "2"])
+    assert code_games.value.code == 2 and "unrecognized arguments: --games" in capfd.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["loop", "--domain", "code", "--help"])
+    help_text = capfd.readouterr().out
+    assert "code domain:" in help_text and "--sandbox" in help_text and "--engine-limit" not in help_text
 
-    plain, long = LoopConfig(), LoopConfig(preset="long")
+
+def test_a_preset_replaces_the_defaults_and_the_flags_given_win():
+    from selfplay.config import make_config
+
+    plain, long = make_config(), make_config(preset="long")
     assert (plain.warm_start, plain.steps, plain.games) == (1000, 20, 0)
     assert (long.warm_start, long.steps, long.games) == (4000, 40, 20)
     assert long.learning_rate == plain.learning_rate  # what the preset does not name stays the domain's default
-    mine = LoopConfig(preset="long", steps=5, warm_start=0)
+    mine = make_config(preset="long", steps=5, warm_start=0)
     assert (mine.warm_start, mine.steps, mine.games) == (0, 5, 20)
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from sandboxes import SandboxError
 from selfplay.cli import main
-from selfplay.config import LoopConfig
+from selfplay.config import make_config
+from selfplay.domains import Rewards
 from selfplay.domains import code as code_domain
 from selfplay.domains.code_families import generated_tasks
 from selfplay.domains.code_tasks import TaskFileError, humaneval_tasks
@@ -30,15 +31,15 @@ def humaneval_problems() -> list[dict]:
 
 
 def test_the_held_out_set_is_generated_tasks_then_humaneval():
-    rows = code_domain.eval_rows(LoopConfig(domain="code", eval_tasks=5, eval_humaneval=3))
+    rows = code_domain.eval_rows(make_config(domain="code", eval_tasks=5, eval_humaneval=3))
     assert [row["source"] for row in rows] == ["generated"] * 5 + ["humaneval"] * 3
     assert [row["entry_point"] for row in rows[5:]] == [t.entry_point for t in humaneval_tasks()[:3]]
     assert all(row["tests"] and "```python" in prompt_text(row) for row in rows)
-    assert code_domain.eval_rows(LoopConfig(domain="code", eval_tasks=0, eval_humaneval=0)) == []
+    assert code_domain.eval_rows(make_config(domain="code", eval_tasks=0, eval_humaneval=0)) == []
 
 
 def test_training_rows_never_hold_a_held_out_prompt():
-    config = LoopConfig(domain="code", train_tasks=60)
+    config = make_config(domain="code", train_tasks=60)
     rows = code_domain.train_rows(config, [])
     assert len(rows) == 60
     held_out = rows[:10]
@@ -49,11 +50,11 @@ def test_training_rows_never_hold_a_held_out_prompt():
 def test_a_task_file_trains_on_its_tasks_minus_the_held_out_humaneval_ones(tmp_path):
     problems = humaneval_problems()
     path = write_humaneval_file(tmp_path / "tasks.jsonl", [problems[0], problems[1], problems[10]])
-    config = LoopConfig(domain="code", tasks=str(path), eval_tasks=0, eval_humaneval=2)
+    config = make_config(domain="code", tasks=str(path), eval_tasks=0, eval_humaneval=2)
     rows = code_domain.train_rows(config, code_domain.eval_rows(config))
     assert [row["entry_point"] for row in rows] == [problems[10]["entry_point"]]
 
-    config = LoopConfig(domain="code", tasks=str(path), eval_tasks=0, eval_humaneval=20)
+    config = make_config(domain="code", tasks=str(path), eval_tasks=0, eval_humaneval=20)
     with pytest.raises(TaskFileError, match="no training tasks left"):
         code_domain.train_rows(config, code_domain.eval_rows(config))
 
@@ -65,7 +66,8 @@ def test_rewards_score_each_source_apart(auto_sandbox):
     columns = {key: [row[key] for row in rows] for key in ("tests", "entry_point", "source")}
     prompts = [row["prompt"] for row in rows]
     completions = [f"```python\n{generated.solution}\n```", f"```python\n{human.prompt}    pass\n```"]
-    funcs, weights, box = code_domain.reward_funcs(LoopConfig(domain="code", sandbox="bwrap"))
+    rewards = code_domain.rewards(make_config(domain="code", sandbox="bwrap"))
+    funcs, weights, box = rewards.funcs, rewards.weights, rewards.resources[0].sandbox
     scores = {f.__name__: f(prompts, completions, **columns) for f in funcs}
     assert scores == {
         "unit_test_pass_fraction": [1.0, 0.0],
@@ -75,11 +77,12 @@ def test_rewards_score_each_source_apart(auto_sandbox):
     }
     assert weights[0] == 1.0 and not any(weights[1:])  # only the pass fraction trains
     assert type(box).__name__ == "BwrapSandbox"
+    rewards.close()
 
 
 def test_the_sandbox_flag_picks_the_backend():
     try:
-        _, _, box = code_domain.reward_funcs(LoopConfig(domain="code", sandbox="docker"))
+        box = code_domain.rewards(make_config(domain="code", sandbox="docker")).resources[0].sandbox
     except SandboxError as error:
         assert "docker" in str(error).lower()
     else:
@@ -112,9 +115,9 @@ def test_a_malformed_task_file_exits_2_naming_the_line_before_any_run_dir(capfd,
 
 
 def test_the_domain_default_completion_length():
-    assert LoopConfig(domain="code").max_completion_length == 256
-    assert LoopConfig(domain="chess").max_completion_length == 8
-    assert LoopConfig(domain="code", max_completion_length=32).max_completion_length == 32
+    assert make_config(domain="code").max_completion_length == 256
+    assert make_config(domain="chess").max_completion_length == 8
+    assert make_config(domain="code", max_completion_length=32).max_completion_length == 32
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -125,7 +128,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def test_the_loop_runs_the_code_domain_on_a_tiny_model(tiny_model, tmp_path, auto_sandbox):
     from selfplay.loop import run_loop
 
-    config = LoopConfig(
+    config = make_config(
         domain="code", model=tiny_model, runs_dir=str(tmp_path), run="tiny-code", warm_start=0, steps=1,
         prompts_per_step=2, num_generations=4, micro_batch_size=4, max_completion_length=16, train_tasks=4,
         eval_tasks=2,
@@ -147,7 +150,7 @@ def test_one_code_iteration_on_the_real_default_model(default_model, tmp_path, a
     """The real model writes fenced code: the sample ends where its first code block closes (the domain's stop)."""
     from selfplay.loop import run_loop
 
-    config = LoopConfig(
+    config = make_config(
         domain="code", runs_dir=str(tmp_path), run="real-code", warm_start=0, steps=1, prompts_per_step=1,
         num_generations=4,
         micro_batch_size=4, train_tasks=4, eval_tasks=4, eval_humaneval=1,
@@ -169,7 +172,7 @@ def family_rows(families: set[str], count: int) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_the_code_warm_start_fine_tunes_on_sampled_answers_that_pass(default_model, tmp_path, auto_sandbox):
+def test_the_code_warm_start_fine_tunes_on_sampled_answers_that_pass(default_model, tmp_path, code_rewards):
     """Expert iteration on the real model: only answers that pass every hidden test become examples."""
     from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -178,11 +181,12 @@ def test_the_code_warm_start_fine_tunes_on_sampled_answers_that_pass(default_mod
     from selfplay.policy import VLLMPolicy
 
     rows = family_rows({"reverse_string", "sum_list"}, 4)  # the base passes ~70% of its samples on these at 0.6
-    config = LoopConfig(domain="code", warm_start=4)
+    config = make_config(domain="code", warm_start=4)
     tokenizer = AutoTokenizer.from_pretrained(default_model)
     policy = VLLMPolicy(default_model, lora_rank=None, seed=0)
     try:
-        model_dir = code_domain.warm_start(config, default_model, tmp_path, auto_sandbox, Console(), policy=policy,
+        model_dir = code_domain.warm_start(config, default_model, tmp_path, Rewards([], [], [code_rewards]), Console(),
+                                           policy=policy,
                                            tokenizer=tokenizer, rows=rows)
     finally:
         policy.close()
@@ -193,23 +197,24 @@ def test_the_code_warm_start_fine_tunes_on_sampled_answers_that_pass(default_mod
     assert len(examples) == report["examples"]
     for example in examples:
         assert "```python" in example["answer"] and example["answer"].endswith("\n```")  # the block closes
-        assert run_tests(extract_code(example["answer"]), example["tests"], auto_sandbox,
+        assert run_tests(extract_code(example["answer"]), example["tests"], code_rewards.sandbox,
                          entry_point=example["entry_point"]).all_passed
     assert AutoModelForCausalLM.from_pretrained(model_dir).num_parameters() > 100_000_000
 
 
 @pytest.mark.slow
-def test_a_code_warm_start_without_one_passing_sample_says_so(tiny_model, tmp_path, auto_sandbox):
+def test_a_code_warm_start_without_one_passing_sample_says_so(tiny_model, tmp_path, code_rewards):
     from rich.console import Console
     from transformers import AutoTokenizer
 
     from selfplay.policy import VLLMPolicy
 
-    config = LoopConfig(domain="code", warm_start=2, max_completion_length=16)
+    config = make_config(domain="code", warm_start=2, max_completion_length=16)
     policy = VLLMPolicy(tiny_model, lora_rank=None, seed=0)
     try:
         with pytest.raises(TaskFileError, match="no sampled answer passed its tests; use --warm-start 0"):
-            code_domain.warm_start(config, tiny_model, tmp_path, auto_sandbox, Console(), policy=policy,
+            code_domain.warm_start(config, tiny_model, tmp_path, Rewards([], [], [code_rewards]), Console(),
+                                   policy=policy,
                                    tokenizer=AutoTokenizer.from_pretrained(tiny_model),
                                    rows=family_rows({"reverse_string"}, 2))
     finally:

@@ -3,31 +3,33 @@ rewarded, the tiny model's probability of giving it rises within a few iteration
 sampling, real TRL GRPO, the LoRA adapter hot-loaded between iterations)."""
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from selfplay.config import LoopConfig
+from selfplay.config import make_config
+from selfplay.domains import Domain, Rewards
 
 PROMPT = [{"role": "user", "content": "Name one chess piece."}]
 
 
-def toy_domain(rewarded_token: int, rows: list[dict]):
-    from datasets import Dataset
+class ToyDomain(Domain):
+    """Eight copies of one prompt; the answer whose first token is `rewarded_token` scores 1, any other 0."""
 
-    def rewarded_answer(prompts, completions, *, completion_ids, **kwargs):
-        return [float(bool(ids) and ids[0] == rewarded_token) for ids in completion_ids]
+    name = "toy"
+    EVAL_METRICS = {"rewarded_answer": "rewarded"}
+    rewarded_token = -1  # set by the test
 
-    return SimpleNamespace(
-        eval_rows=lambda config: [],
-        train_rows=lambda config, held_out: rows,
-        training_data=lambda config, rows, held_out, policy, tokenizer, stats: (Dataset.from_list(rows), []),
-        reward_funcs=lambda config: ([rewarded_answer], [1.0], SimpleNamespace(close=lambda: None)),
-        stop_strings=lambda config: None,
-        eval_references=None,
-        EVAL_METRICS={},
-        HEADLINE="reward/rewarded_answer",
-    )
+    def train_rows(self, config, held_out):
+        return [{"prompt": PROMPT}] * 8
+
+    def eval_rows(self, config):
+        return []
+
+    def rewards(self, config):
+        def rewarded_answer(prompts, completions, *, completion_ids, **kwargs):
+            return [float(bool(ids) and ids[0] == ToyDomain.rewarded_token) for ids in completion_ids]
+
+        return Rewards([rewarded_answer], [1.0])
 
 
 def first_token_probs(model, tokenizer):
@@ -56,7 +58,7 @@ def peaked_tiny_model(tiny_model, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_grpo_raises_the_probability_of_the_rewarded_answer(peaked_tiny_model, tmp_path, monkeypatch):
+def test_grpo_raises_the_probability_of_the_rewarded_answer(peaked_tiny_model, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,10 +71,10 @@ def test_grpo_raises_the_probability_of_the_rewarded_answer(peaked_tiny_model, t
     before = probs[rewarded].item()
     assert 0.05 < before < 0.3  # sampled in some of a group's 8 answers, not all: the group has spread
 
-    monkeypatch.setattr(loop, "get_domain", lambda name: toy_domain(rewarded, [{"prompt": PROMPT}] * 8))
-    config = LoopConfig(model=peaked_tiny_model, warm_start=0, runs_dir=str(tmp_path), run="toy", steps=4,
-                        prompts_per_step=2, num_generations=8, micro_batch_size=8, learning_rate=0.01, temperature=1.0,
-                        max_completion_length=2, eval_positions=0)
+    ToyDomain.rewarded_token = rewarded
+    config = make_config(domain="test_learning_direction:ToyDomain", model=peaked_tiny_model, runs_dir=str(tmp_path),
+                         run="toy", steps=4, prompts_per_step=2, num_generations=8, micro_batch_size=8,
+                         learning_rate=0.01, temperature=1.0, max_completion_length=2)
     loop.run_loop(config)
     trained = PeftModel.from_pretrained(base, Path(tmp_path) / "toy" / "adapters" / "final")
     after = first_token_probs(trained, tokenizer)[rewarded].item()

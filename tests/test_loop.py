@@ -9,18 +9,20 @@ import math
 from pathlib import Path
 
 import pytest
+from dense_domain import DENSE
 
-from selfplay.config import LoopConfig
+from selfplay.config import make_config
 from selfplay.domains import chess as chess_domain
 
 LOGPROB_TOLERANCE = 2e-3  # max |vLLM - trainer| per token, both float32
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_model, dense_chess_domain, tmp_path_factory):
+def tiny_run(tiny_model, tmp_path_factory):
     from selfplay import loop
 
-    config = LoopConfig(
+    config = make_config(
+        domain=DENSE,
         model=tiny_model,
         warm_start=0,
         runs_dir=str(tmp_path_factory.mktemp("runs")),
@@ -34,9 +36,7 @@ def tiny_run(tiny_model, dense_chess_domain, tmp_path_factory):
         eval_positions=4,
         engine_limit="depth=4",
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loop, "get_domain", lambda name: dense_chess_domain)
-        results = loop.run_loop(config)
+    results = loop.run_loop(config)
     return Path(config.runs_dir) / "tiny", results
 
 
@@ -105,7 +105,7 @@ def test_vllm_serves_the_updated_policy(tiny_run, tiny_model):
 
     run_dir, _ = tiny_run
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    prompt_ids = encode_prompt(tokenizer, chess_domain.eval_rows(LoopConfig(eval_positions=1))[0]["prompt"])
+    prompt_ids = encode_prompt(tokenizer, chess_domain.eval_rows(make_config(eval_positions=1))[0]["prompt"])
     policy = VLLMPolicy(tiny_model, lora_rank=16)
     try:
         policy.load_adapter(str(run_dir / "adapters" / "final"), 7)
@@ -128,18 +128,17 @@ def test_vllm_serves_the_updated_policy(tiny_run, tiny_model):
 
 
 @pytest.mark.slow
-def test_full_finetune_changes_every_weight_and_vllm_serves_them(tiny_model, dense_chess_domain, tmp_path, monkeypatch):
+def test_full_finetune_changes_every_weight_and_vllm_serves_them(tiny_model, tmp_path):
     import torch
     from safetensors.torch import load_file
 
     from selfplay import loop
 
-    config = LoopConfig(
-        model=tiny_model, runs_dir=str(tmp_path), run="full", full_finetune=True, warm_start=0, steps=1,
+    config = make_config(
+        domain=DENSE, model=tiny_model, runs_dir=str(tmp_path), run="full", full_finetune=True, warm_start=0, steps=1,
         prompts_per_step=2, num_generations=4, micro_batch_size=4, learning_rate=0.05, train_positions=4,
         eval_positions=2, engine_limit="depth=4",
     )
-    monkeypatch.setattr(loop, "get_domain", lambda name: dense_chess_domain)
     results = loop.run_loop(config)
     before = load_file(Path(tiny_model) / "model.safetensors")
     after = load_file(tmp_path / "full" / "final" / "model.safetensors")
@@ -151,7 +150,7 @@ def test_full_finetune_changes_every_weight_and_vllm_serves_them(tiny_model, den
 def test_one_iteration_on_the_real_default_model(default_model, tmp_path):
     from selfplay.loop import run_loop
 
-    config = LoopConfig(
+    config = make_config(
         runs_dir=str(tmp_path), run="real", warm_start=0, steps=1, prompts_per_step=1, num_generations=4,
         micro_batch_size=4, train_positions=4, eval_positions=2,
     )
@@ -174,29 +173,29 @@ def test_training_step_on_cuda(tiny_model, dense_chess_domain, tmp_path):
 
     from selfplay.train import build_trainer
 
-    config = LoopConfig(model=tiny_model, steps=1, prompts_per_step=2, num_generations=4, learning_rate=0.05)
-    funcs, weights, engines = dense_chess_domain.reward_funcs(config)
-    dataset = Dataset.from_list(chess_domain.train_rows(LoopConfig(train_positions=4), []))
+    config = make_config(domain=DENSE, model=tiny_model, steps=1, prompts_per_step=2, num_generations=4,
+                         learning_rate=0.05)
+    rewards = dense_chess_domain.rewards(config)
+    funcs, weights = rewards.funcs, rewards.weights
+    dataset = Dataset.from_list(chess_domain.train_rows(make_config(train_positions=4), []))
     trainer = build_trainer(config, tiny_model, dataset, funcs, weights, None, tmp_path, {}, [])
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
-    engines.close()
+    rewards.close()
     assert next(trainer.model.parameters()).device.type == "cuda"
     changed = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p.detach(), before[n])]
     assert changed
 
 
 @pytest.mark.slow
-def test_warm_start_fine_tunes_then_grpo_continues_from_the_fine_tuned_model(tiny_model, dense_chess_domain, tmp_path,
-                                                                             monkeypatch):
+def test_warm_start_fine_tunes_then_grpo_continues_from_the_fine_tuned_model(tiny_model, tmp_path):
     from selfplay import loop
 
-    config = LoopConfig(
-        model=tiny_model, runs_dir=str(tmp_path), run="warm", warm_start=4, steps=1, prompts_per_step=2,
+    config = make_config(
+        domain=DENSE, model=tiny_model, runs_dir=str(tmp_path), run="warm", warm_start=4, steps=1, prompts_per_step=2,
         num_generations=4, micro_batch_size=4, learning_rate=0.05, train_positions=4, eval_positions=2,
         engine_limit="depth=4",
     )
-    monkeypatch.setattr(loop, "get_domain", lambda name: dense_chess_domain)
     results = loop.run_loop(config)
     run_dir = tmp_path / "warm"
     assert json.loads((run_dir / "warm" / "sft.json").read_text())["examples"] == 4

@@ -7,29 +7,31 @@ trains in one CPU process, so the whole run is deterministic here; the adapters 
 import json
 import os
 import pty
-import threading
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from dense_domain import DENSE
 from safetensors.torch import load_file
 
 STEPS = 4
-RUNNER = Path(__file__).with_name("dense_domain.py")
+SELFPLAY = str(Path(sys.executable).with_name("selfplay"))
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # the test domain: dense_domain:DenseChess
 
 
 def start(runs: Path, *argv: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(RUNNER), "loop", "--runs-dir", str(runs), *argv],
+    return subprocess.Popen([SELFPLAY, "loop", "--runs-dir", str(runs), *argv], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def fresh(tiny_model: str, runs: Path, name: str) -> subprocess.Popen:
-    return start(runs, "--run", name, "--model", tiny_model, "--steps", str(STEPS), "--prompts-per-step", "2",
+    return start(runs, "--domain", DENSE, "--run", name, "--model", tiny_model, "--steps", str(STEPS), "--prompts-per-step", "2",
                  "--num-generations", "4", "--micro-batch-size", "4", "--train-positions", "8", "--eval-positions",
                  "2", "--eval-file", "random", "--engine-limit", "depth=4", "--warm-start", "0", "--learning-rate",
                  "0.05")
@@ -124,11 +126,11 @@ def start_in_a_terminal(tiny_model: str, runs: Path, name: str) -> tuple[int, in
     Returns the pid, the terminal's fd and the output read so far (drained by a thread so the run never blocks)."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: exec at once
-        os.execv(sys.executable, [sys.executable, str(RUNNER), "loop", "--runs-dir", str(runs), "--run", name,
-                                  "--model", tiny_model, "--steps", str(STEPS), "--prompts-per-step", "2",
-                                  "--num-generations", "4", "--micro-batch-size", "4", "--train-positions", "8",
-                                  "--eval-positions", "2", "--eval-file", "random", "--engine-limit", "depth=4",
-                                  "--warm-start", "0", "--learning-rate", "0.05"])
+        os.execve(SELFPLAY, [SELFPLAY, "loop", "--domain", DENSE, "--runs-dir", str(runs), "--run", name,
+                             "--model", tiny_model, "--steps", str(STEPS), "--prompts-per-step", "2",
+                             "--num-generations", "4", "--micro-batch-size", "4", "--train-positions", "8",
+                             "--eval-positions", "2", "--eval-file", "random", "--engine-limit", "depth=4",
+                             "--warm-start", "0", "--learning-rate", "0.05"], ENV)
     output: list[bytes] = []
 
     def drain():

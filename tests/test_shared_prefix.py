@@ -4,7 +4,7 @@ import pytest
 import torch
 from trl import GRPOTrainer
 
-from selfplay.config import LoopConfig
+from selfplay.config import make_config
 from selfplay.shared_prefix import prompt_groups
 
 
@@ -14,10 +14,11 @@ def trainer(tiny_model, dense_chess_domain, tmp_path_factory):
 
     from selfplay.train import build_trainer
 
-    config = LoopConfig(model=tiny_model, steps=1, prompts_per_step=2, num_generations=4, micro_batch_size=8,
+    config = make_config(model=tiny_model, steps=1, prompts_per_step=2, num_generations=4, micro_batch_size=8,
                         train_positions=2, grpo=["bf16=false"])  # float32: compare to 1e-5
-    funcs, weights, engines = dense_chess_domain.reward_funcs(config)
-    engines.close()
+    rewards = dense_chess_domain.rewards(config)
+    rewards.close()
+    funcs, weights = rewards.funcs, rewards.weights
     dataset = Dataset.from_list(dense_chess_domain.train_rows(config, []))
     trainer = build_trainer(config, tiny_model, dataset, funcs, weights, None, tmp_path_factory.mktemp("run"), {}, [])
     with torch.no_grad():  # PEFT starts lora_B at zero: make the adapter matter

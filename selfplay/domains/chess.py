@@ -11,7 +11,7 @@ Held-out figures come with the random-legal and greedy reference players beside 
 
 import functools
 import random
-import weakref
+from dataclasses import dataclass
 from pathlib import Path
 
 import chess
@@ -19,6 +19,9 @@ from datasets import Dataset
 
 from rewards.chess import ChessRewards, format_reward, legal_move_reward, solve_reward
 from rewards.chess_engine import EnginePool, parse_limit
+from selfplay.config import ConfigError, check_engine_limit
+from selfplay.domains.base import Domain, Rewards
+from selfplay.domains.chess_arena import check_opponent_elo
 from selfplay.domains.chess_reference import reference_scores
 from selfplay.domains.chess_positions import Position, PositionFileError, parse_position_mix, read_positions
 from selfplay.domains.chess_tactics import mate_in_one_positions
@@ -147,10 +150,10 @@ def training_data(config, rows: list[dict], held_out: list[dict], policy, tokeni
     return live_dataset(rows, pool, share=share, seed=config.seed, to_row=to_row), [RefreshEachIteration(pool, stats)]
 
 
-def warm_start(config, model_path: str, run_dir: Path, pool: EnginePool, console, **served) -> str:
+def warm_start(config, model_path: str, run_dir: Path, rewards: Rewards, console, **served) -> str:
     """Fine-tune on Stockfish's best move in `config.warm_start` training positions (`selfplay sft --targets engine`,
     LoRA merged), into run_dir/warm/model; GRPO then starts from that model. Returns its directory. The targets come
-    from the engine, not from the served policy, and the fine-tune searches with engines of its own (`pool`: the
+    from the engine, not from the served policy, and the fine-tune searches with engines of its own (`rewards`: the
     loop's, and `served`: the loop's policy, tokenizer and rows, are unused here)."""
     from selfplay.sft import SFTConfig, run_sft
 
@@ -179,21 +182,14 @@ def score_loss_of(engine_reward):
     return score_loss
 
 
-# The loop hands eval_references only (rows, scores): it finds the engine pool of the rewards that the latest
-# reward_funcs made here. Held weakly: whoever called reward_funcs owns the pool and closes it.
-_pool_in_use: weakref.ref | None = None
-
-
-def reward_funcs(config) -> tuple[list, list[float], EnginePool]:
+def rewards(config) -> Rewards:
     """The reward functions, their weights (`--train-reward`, engine or rank, trains; the others are logged
-    metrics), and the engine pool they share, to close at the end."""
-    global _pool_in_use
-    rewards = ChessRewards(engine_pool(config))
-    _pool_in_use = weakref.ref(rewards.pool)
-    funcs = [rewards.engine_reward, rewards.rank_reward, legal_move_reward, rewards.best_move_reward, solve_reward,
-             format_reward, score_loss_of(rewards.engine_reward)]
+    metrics), and the engine pool they share, closed at the end."""
+    chess_rewards = ChessRewards(engine_pool(config))
+    funcs = [chess_rewards.engine_reward, chess_rewards.rank_reward, legal_move_reward, chess_rewards.best_move_reward,
+             solve_reward, format_reward, score_loss_of(chess_rewards.engine_reward)]
     weights = [float(f.__name__ == f"{config.train_reward}_reward") for f in funcs]
-    return funcs, weights, rewards.pool
+    return Rewards(funcs, weights, [chess_rewards])
 
 
 def stop_strings(config) -> list[str] | None:
@@ -202,14 +198,10 @@ def stop_strings(config) -> list[str] | None:
     return ONE_MOVE if config.prompt_style == "san" else None
 
 
-def eval_references(rows: list[dict], scores: dict[str, list]) -> dict[str, list]:
+def eval_references(rows: list[dict], scores: dict[str, list], rewards: Rewards) -> dict[str, list]:
     """Per held-out row: the random-legal and greedy one-ply players' engine rewards, and the policy's skill (its
-    engine reward minus the random-legal one) and the greedy player's beside it. Searched by the engine pool of
-    `reward_funcs`, which must have run."""
-    pool = _pool_in_use() if _pool_in_use else None
-    if pool is None:
-        raise RuntimeError("eval_references searches with the engine pool of reward_funcs(config): call that first")
-    references = reference_scores([chess.Board(row["fen"]) for row in rows], pool)
+    engine reward minus the random-legal one) and the greedy player's beside it, searched by the rewards' pool."""
+    references = reference_scores([chess.Board(row["fen"]) for row in rows], rewards.resources[0].pool)
     random_legal = references["random_legal"]
     return {
         "skill": [None if e is None else e - r for e, r in zip(scores["engine_reward"], random_legal)],
@@ -229,4 +221,102 @@ EVAL_METRICS = {
     "greedy_skill": "greedy skill (ref)",
     "random_legal": "random legal (ref)",
 }
-HEADLINE = "reward/legal_move_reward"
+
+
+@dataclass
+class ChessSettings:
+    engine_limit: str = "depth=8"
+    """Stockfish search limit for rewards: depth=N, nodes=N or time=SECONDS"""
+    engine_workers: int = 0
+    """Stockfish processes scoring in parallel (0: one per core)"""
+    engine_cache: str | None = None
+    """SQLite file that keeps engine evaluations across runs (unset: in memory only)"""
+    prompt_style: str = "san"
+    """chess prompt: san (FEN, legal moves in SAN shuffled per position, one-move answers) or uci (FEN, board,
+    sorted UCI list, answers run to the token budget: the first prompt)"""
+    train_reward: str = "engine"
+    """chess reward the policy trains on: engine (expected score against the best move) or rank (rank of the move
+    among the legal moves by engine score); the other rewards are logged"""
+    positions: str = "random:3,mate_in_one:1"
+    """training positions: random (seeded playouts), mate_in_one (generated), a file (.epd .pgn .fen .txt, Lichess
+    puzzle .csv), or a weighted mix like puzzles.csv:3,random:1"""
+    selfplay_games: int = 4
+    """games per self-play round (one round per iteration) when the positions mix has selfplay"""
+    selfplay_plies: int = 60
+    """plies after which a self-play game stops"""
+    selfplay_opponent: str = "self"
+    """self-play opponent: self, or a Stockfish UCI_Elo level (1350..2850 for Stockfish 15)"""
+    train_positions: int = 1000
+    """size of the training prompt pool"""
+    eval_positions: int = 100
+    """size of each held-out evaluation set, scored before and after training (0 skips evaluation)"""
+    eval_file: str | None = None
+    """held-out position sets, comma-separated: files (the first eval_positions of each), random (playouts) or
+    mate_in_one (generated), each summarised on its own; unset: random,mate_in_one"""
+    games: int | None = None
+    """chess: games against Stockfish at --elo after training, the policy alternating colours (selfplay eval chess
+    --games); unset: 0, or the preset's"""
+    elo: int = 1350
+    """chess: the UCI_Elo of the Stockfish that --games plays"""
+
+    def validate(self, config) -> None:
+        for name in ("engine_workers", "train_positions", "eval_positions", "games"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        check_engine_limit("--engine-limit", self.engine_limit)
+        try:
+            sources = [source for source, _ in parse_position_mix(self.positions)]
+        except ValueError as error:
+            raise ConfigError(f"--positions: {error}") from None
+        if "selfplay" in sources and config.full_finetune:
+            raise ConfigError("--positions selfplay needs the LoRA path (vLLM plays the games); drop --full-finetune")
+        if self.selfplay_opponent != "self" and not self.selfplay_opponent.isdigit():
+            raise ConfigError(f"--selfplay-opponent {self.selfplay_opponent!r}: expected self or a UCI_Elo like 1350")
+        if self.prompt_style not in ("san", "uci"):
+            raise ConfigError(f"--prompt-style {self.prompt_style!r}: choose san or uci")
+        if self.train_reward not in ("engine", "rank"):
+            raise ConfigError(f"--train-reward {self.train_reward!r}: choose engine or rank")
+        if self.games:  # an --elo this Stockfish cannot play stops here, not after training
+            try:
+                check_opponent_elo(self.elo)
+            except ValueError as error:
+                raise ConfigError(f"--elo: {error}") from None
+
+
+class ChessDomain(Domain):
+    """Chess moves for positions, scored by Stockfish."""
+
+    name = "chess"
+    Settings = ChessSettings
+    EVAL_METRICS = EVAL_METRICS
+    HEADLINE = "reward/legal_move_reward"
+    # GRPO's learning rate: after the warm start, 3e-4 and 1e-4 undid what the fine-tune taught and 3e-5 kept it; the
+    # warm start on 1000 engine moves is the only stage that taught tactics (bench/learning.py); answers are one move
+    defaults = {"learning_rate": 3e-5, "warm_start": 1000, "temperature": 0.8, "max_completion_length": 8, "games": 0}
+    # long: the default recipe with four times the fine-tune, twice the iterations and a 20-game match at the end,
+    # <= 2 h on 2 cores
+    presets = {"long": {"warm_start": 4000, "steps": 40, "games": 20}}
+
+    train_rows = staticmethod(train_rows)
+    eval_rows = staticmethod(eval_rows)
+    rewards = staticmethod(rewards)
+    stop_strings = staticmethod(stop_strings)
+    training_data = staticmethod(training_data)
+    eval_references = staticmethod(eval_references)
+    warm_start = staticmethod(warm_start)
+
+    def describe(self, config, rewards: Rewards) -> str:
+        return f"Stockfish, {config.engine_limit}, {rewards.resources[0].pool.size} processes"
+
+    def plays_after_training(self, config) -> bool:
+        return bool(config.games)
+
+    def after_training(self, config, policy, tokenizer, run_dir, console) -> dict:
+        """--games against Stockfish at --elo: the trained policy answers greedily (a retry after an illegal answer
+        samples), the games go to run_dir/games.pgn."""
+        from selfplay.chess_eval import EvalConfig, play_matches
+
+        return play_matches(policy, tokenizer, levels=[config.elo], games=config.games, seed=config.seed,
+                            opponent_limit=EvalConfig.opponent_limit, retries=EvalConfig.retries,
+                            style=config.prompt_style, max_tokens=config.max_completion_length,
+                            pgn_path=run_dir / "games.pgn", console=console)

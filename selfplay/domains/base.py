@@ -1,0 +1,102 @@
+"""The Domain interface: what the loop needs from a task domain. The built-in chess and code domains implement it,
+and so does a domain of your own (`selfplay loop --domain my_package.module:MyDomain`, or the name of an entry point
+in the group `selfplay.domains`):
+
+    @dataclass
+    class ArithmeticSettings:
+        problems: int = 500
+        \"\"\"training problems\"\"\"                      # a field per flag: `selfplay loop --domain X --help`
+
+    class Arithmetic(Domain):
+        name = "arithmetic"
+        Settings = ArithmeticSettings
+        EVAL_METRICS = {"exact_answer": "exact"}          # held-out metric -> label, the headline first
+        defaults = {"max_completion_length": 32}         # loop settings this domain changes when left unset
+
+        def train_rows(self, config, held_out): ...      # [{"prompt": [messages], <columns>...}]
+        def eval_rows(self, config): ...                 # the same shape; each row's "set" names its held-out set
+        def rewards(self, config): return Rewards([exact_answer], [1.0])
+
+`config` is the loop's `LoopConfig`; the domain's own settings are `config.settings` (and read through `config` too:
+`config.problems`). Rewards have TRL's signature `f(prompts, completions, **columns) -> list[float | None]`.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class NoSettings:
+    """A domain without flags of its own."""
+
+
+@dataclass
+class Rewards:
+    """A domain's reward functions with their weights (0: logged, not trained on), and what to close at the end
+    (the engine pool, the sandbox: resources the rewards own)."""
+
+    funcs: list
+    weights: list[float]
+    resources: list = field(default_factory=list)
+
+    def close(self) -> None:
+        for resource in self.resources:
+            resource.close()
+
+
+class Domain:
+    """Subclass it: `name`, `EVAL_METRICS`, `train_rows`, `eval_rows` and `rewards` are required; the rest have
+    defaults."""
+
+    name = ""
+    Settings: type = NoSettings  # a dataclass: its fields are the domain's flags, each with a docstring
+    EVAL_METRICS: dict[str, str] = {}  # held-out metric (a reward's name, or a reference's) -> label, headline first
+    HEADLINE: str | None = None  # metrics key shown beside the reward in the progress (default: EVAL_METRICS' first)
+    defaults: dict = {}  # LoopConfig fields this domain sets when left unset (max_completion_length, temperature...)
+    presets: dict[str, dict] = {}  # --preset NAME -> settings (the loop's and this domain's) it sets when left unset
+
+    def train_rows(self, config, held_out: list[dict]) -> list[dict]:
+        raise NotImplementedError(f"{type(self).__name__}.train_rows")
+
+    def eval_rows(self, config) -> list[dict]:
+        raise NotImplementedError(f"{type(self).__name__}.eval_rows")
+
+    def rewards(self, config) -> Rewards:
+        raise NotImplementedError(f"{type(self).__name__}.rewards")
+
+    def stop_strings(self, config) -> list[str] | None:
+        """Strings that end a sample (None: the end-of-sequence token or the token budget only)."""
+        return None
+
+    def training_data(self, config, rows: list[dict], held_out: list[dict], policy, tokenizer, stats: dict) -> tuple:
+        """(TRL train dataset, extra trainer callbacks): by default the fixed training rows."""
+        from datasets import Dataset
+
+        return Dataset.from_list(rows), []
+
+    def eval_references(self, rows: list[dict], scores: dict[str, list]) -> dict[str, list] | None:
+        """Extra per-row held-out metrics computed from the policy's scores (chess: reference players, skill)."""
+        return None
+
+    def warm_start(self, config, model_path: str, run_dir, rewards: Rewards, console, *, policy, tokenizer,
+                   rows: list[dict]) -> str:
+        """Fine-tune before GRPO (`--warm-start N`); returns the fine-tuned model's directory."""
+        from selfplay.config import ConfigError
+
+        raise ConfigError(f"--warm-start: the {self.name} domain has no warm start; use --warm-start 0")
+
+    def plays_after_training(self, config) -> bool:
+        """Whether `after_training` has work (chess: --games)."""
+        return False
+
+    def after_training(self, config, policy, tokenizer, run_dir, console) -> dict:
+        """More results once the held-out evaluation after training is done, with the trained policy served."""
+        return {}
+
+    def describe(self, config, rewards: Rewards) -> str:
+        """One line for the run's header: how the rewards are computed."""
+        return ", ".join(getattr(f, "__name__", type(f).__name__) for f in rewards.funcs)
+
+    @property
+    def headline(self) -> str:
+        """The metrics key the progress shows beside the reward: HEADLINE, else the first held-out metric's."""
+        return self.HEADLINE or f"reward/{next(iter(self.EVAL_METRICS))}"
