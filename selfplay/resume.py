@@ -10,12 +10,13 @@ that has it is complete. The logs may run one iteration past the newest checkpoi
 saving): they are cut back to it.
 """
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 
-from selfplay.config import ConfigError, LoopConfig, make_config
-from selfplay.domains import DomainError
+from selfplay.config import LOOP_FIELDS, ConfigError, LoopConfig, make_config
+from selfplay.domains import DomainError, get_domain
 from selfplay.runlog import RunDirError
 
 LOGS = ("metrics.jsonl", "samples.jsonl")
@@ -32,13 +33,15 @@ def saved_config(run_dir: Path) -> LoopConfig:
                           "half-written") from None
     settings = {k: v for k, v in settings.items() if k not in ("run", "model_path")}
     try:
-        config = make_config(**settings, run=run_dir.name)
+        domain = get_domain(settings.get("domain", "chess"))
     except DomainError as error:
         raise RunDirError(f"{path}: {error}") from None
-    except ConfigError as error:  # a setting that neither the loop nor the domain has (now)
-        raise RunDirError(f"{path}: {error}; these settings are unknown to this version of selfplay: resume it with "
-                          "the version that started it") from None
+    unknown = sorted(set(settings) - LOOP_FIELDS - {f.name for f in dataclasses.fields(domain.Settings)})
+    if unknown:
+        raise RunDirError(f"{path}: settings {', '.join(unknown)} are unknown to this version of selfplay (and its "
+                          f"{domain.name} domain); resume it with the version that started it")
     try:
+        config = make_config(**settings, run=run_dir.name)
         config.validate()
     except ConfigError as error:
         raise RunDirError(f"{path}: {error}") from None

@@ -38,8 +38,11 @@ def test_the_installed_domain_is_listed_with_its_flags(installed):
 
 def test_an_unknown_or_broken_domain_is_one_line(installed, tmp_path):
     (tmp_path / "not_a_domain.py").write_text("class Thing:\n    pass\n")
+    (tmp_path / "half_a_domain.py").write_text(
+        "from selfplay.domains import Domain\nclass Half(Domain):\n    name = 'half'\n    EVAL_METRICS = {'x': 'x'}\n")
     for name, message in (("poker", "unknown domain 'poker': choose one of chess, code, arithmetic"),
                           ("not_a_domain:Thing", "is not a subclass of selfplay.domains.Domain"),
+                          ("half_a_domain:Half", "abstract methods eval_rows, rewards, train_rows"),
                           ("nowhere:Thing", "cannot import nowhere")):
         done = subprocess.run([SELFPLAY, "loop", "--domain", name], env=installed, capture_output=True, text=True,
                               timeout=120, cwd=tmp_path)

@@ -41,7 +41,10 @@ def get_domain(name: str) -> Domain:
         raise DomainError(f"--domain {name}: {error}") from None
     if not (inspect.isclass(cls) and issubclass(cls, Domain)):
         raise DomainError(f"--domain {name}: {target} is not a subclass of selfplay.domains.Domain")
-    domain = cls()
+    try:
+        domain = cls()
+    except TypeError as error:  # an abstract method left out, or an __init__ that wants arguments
+        raise DomainError(f"--domain {name}: {cls.__name__}() failed: {error}") from None
     if not domain.name or not domain.EVAL_METRICS:
         raise DomainError(f"--domain {name}: {cls.__name__} must set name and EVAL_METRICS")
     if not dataclasses.is_dataclass(domain.Settings):

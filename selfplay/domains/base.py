@@ -21,6 +21,7 @@ in the group `selfplay.domains`):
 `config.problems`). Rewards have TRL's signature `f(prompts, completions, **columns) -> list[float | None]`.
 """
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 
@@ -43,7 +44,7 @@ class Rewards:
             resource.close()
 
 
-class Domain:
+class Domain(ABC):
     """Subclass it: `name`, `EVAL_METRICS`, `train_rows`, `eval_rows` and `rewards` are required; the rest have
     defaults."""
 
@@ -54,14 +55,17 @@ class Domain:
     defaults: dict = {}  # LoopConfig fields this domain sets when left unset (max_completion_length, temperature...)
     presets: dict[str, dict] = {}  # --preset NAME -> settings (the loop's and this domain's) it sets when left unset
 
+    @abstractmethod
     def train_rows(self, config, held_out: list[dict]) -> list[dict]:
-        raise NotImplementedError(f"{type(self).__name__}.train_rows")
+        """Training rows `{"prompt": [chat messages], <columns the rewards read>...}`, none of `held_out`'s."""
 
+    @abstractmethod
     def eval_rows(self, config) -> list[dict]:
-        raise NotImplementedError(f"{type(self).__name__}.eval_rows")
+        """Held-out rows of the same shape, scored before and after training; a row's "set" names its set."""
 
+    @abstractmethod
     def rewards(self, config) -> Rewards:
-        raise NotImplementedError(f"{type(self).__name__}.rewards")
+        """The reward functions (TRL's signature), their weights, and the resources they own."""
 
     def stop_strings(self, config) -> list[str] | None:
         """Strings that end a sample (None: the end-of-sequence token or the token budget only)."""
