@@ -77,9 +77,10 @@ class Domain(ABC):
 
         return Dataset.from_list(rows), []
 
-    def eval_references(self, rows: list[dict], scores: dict[str, list]) -> dict[str, list] | None:
-        """Extra per-row held-out metrics computed from the policy's scores (chess: reference players, skill)."""
-        return None
+    def eval_references(self, rows: list[dict], scores: dict[str, list], rewards: Rewards) -> dict[str, list]:
+        """Extra per-row held-out metrics from the policy's scores (chess: reference players, skill; searched with
+        the engines of `rewards`): metric -> one value per row."""
+        return {}
 
     def warm_start(self, config, model_path: str, run_dir, rewards: Rewards, console, *, policy, tokenizer,
                    rows: list[dict]) -> str:
