@@ -210,7 +210,7 @@ def print_check(spec: str, domain_name: str, console) -> None:
     from selfplay.domains import get_domain
 
     domain = get_domain(domain_name)
-    rows = domain.train_rows(make_config(domain=domain_name), [])[:CHECK_ROWS]
+    rows = domain.sample_rows(make_config(domain=domain_name), CHECK_ROWS)
     plugged = load_reward(spec)
     values = check_reward(plugged, rows)
     picked, completions = sample_completions(rows)

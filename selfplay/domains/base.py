@@ -67,6 +67,10 @@ class Domain(ABC):
     def rewards(self, config) -> Rewards:
         """The reward functions (TRL's signature), their weights, and the resources they own."""
 
+    def sample_rows(self, config, count: int) -> list[dict]:
+        """A few rows to try a reward on (`selfplay rewards check`): by default the first training rows."""
+        return self.train_rows(config, [])[:count]
+
     def stop_strings(self, config) -> list[str] | None:
         """Strings that end a sample (None: the end-of-sequence token or the token budget only)."""
         return None

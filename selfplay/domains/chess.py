@@ -305,6 +305,9 @@ class ChessDomain(Domain):
     eval_references = staticmethod(eval_references)
     warm_start = staticmethod(warm_start)
 
+    def sample_rows(self, config, count: int) -> list[dict]:
+        return [position_row(Position(fen), config.prompt_style) for fen in random_positions(count, seed=config.seed)]
+
     def describe(self, config, rewards: Rewards) -> str:
         return f"Stockfish, {config.engine_limit}, {rewards.resources[0].pool.size} processes"
 
