@@ -89,7 +89,9 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
     rewards = domain.rewards(config)
     reward_funcs, reward_weights = plug_in(plugged, config.rewards_only, rewards.funcs, rewards.weights,
                                            run_dir / "reward_failure.jsonl")
-    print_header(console, config, run_dir, model_path, domain.describe(config, rewards))
+    plugged_in = ", ".join(f"{p.name} x{p.weight:g}" for p in plugged)
+    print_header(console, config, run_dir, model_path,
+                 domain.describe(config, rewards) + (f"; plugged in: {plugged_in}" if plugged else ""))
     lora = not config.full_finetune
     policy = None
     try:

@@ -18,8 +18,8 @@ the first sample it fails on; never a silent 0.
 
 import inspect
 import json
-import logging
 import math
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,6 @@ from rewards.completions import completion_text
 from selfplay.config import make_config
 from selfplay.importing import entry_points, import_object
 
-log = logging.getLogger(__name__)
 
 GROUP = "selfplay.rewards"
 CHECK_ROWS = 4  # rows of the domain a reward is tried on before the run
@@ -154,8 +153,8 @@ class Guarded:
             step = getattr(kwargs.get("trainer_state"), "global_step", None)
             iteration = None if step is None else step + 1
             culprit = self._first_failing(prompts, completions, kwargs)
-            log.error("reward %s raised on sample %s of iteration %s:\n%s", self.__name__, culprit, iteration,
-                      traceback.format_exc())
+            print(f"reward {self.__name__} raised on sample {culprit} of iteration {iteration}:\n"
+                  f"{traceback.format_exc()}", file=sys.stderr)  # the run's log (the terminal shows the error line)
             self._write_batch(prompts, completions, iteration, culprit, error)
             raise RewardError(f"reward {self.__name__} raised {type(error).__name__}: {error} (iteration {iteration}, "
                               f"sample {culprit}); the batch is in {self.failure_path}, the traceback in the log"
