@@ -172,7 +172,8 @@ def run_command(args: argparse.Namespace, output: ThirdPartyOutput | None) -> in
         if args.command == "sft":
             from selfplay.sft import run_sft
 
-            run_sft(config_from_args(args, SFTConfig), console, on_run_dir=output.move_into)
+            result = run_sft(config_from_args(args, SFTConfig), console, on_run_dir=output.move_into)
+            console.print(f"next: selfplay loop --domain chess --model {result['model']}", highlight=False)
             return 0
         if args.command == "eval":
             from selfplay.chess_eval import run_chess_eval

@@ -139,8 +139,9 @@ def run_sft(config: SFTConfig, console: Console | None = None, on_run_dir=None) 
               "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
               "targets_seconds": targets_seconds, "train_seconds": train_seconds, "model": str(out / "model")}
     write_json(out / "sft.json", result)
-    console.print(f"[bold]sft[/] done: {result}")
-    console.print(f"next: selfplay loop --domain chess --model {Path(out) / 'model'}")
+    loss = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, " if losses else ""
+    console.print(f"[bold]sft[/] done: {loss}{train_seconds / 60:.1f} min; the model is {result['model']}",
+                  highlight=False)
     return result
 
 
