@@ -41,9 +41,10 @@ its CPU seconds), "output" (past a cap), "memory" (the cgroup OOM-killed a proce
 the agent itself is gone, e.g. OOM-killed: then the container is removed).
 
 Leftovers: containers carry the label `selfplay.sandbox=1` and `selfplay.sandbox.owner=HOST:PID:START`. `close()`
-removes the pool. If the process dies without `close()`: the agent ends its run at the deadline and exits when its
-stream closes (or after `TTL_S` without a job), and the next `DockerSandbox` made on this host removes every
-container of an owner that is gone. By hand: `docker rm -f $(docker ps -aq --filter label=selfplay.sandbox)`.
+removes the pool. If the process dies without `close()`, even by kill -9, a watchdog process it started
+(`sandboxes/docker_watchdog.py`, woken by the parent-death signal) removes its containers, runs in flight included;
+an agent also exits when its stream closes (or after `TTL_S` without a job), and the next `DockerSandbox` made on
+this host removes every container of an owner that is gone. By hand: `docker rm -f $(docker ps -aq --filter label=selfplay.sandbox)`.
 
 What this does NOT protect against:
 - kernel bugs: containers share the host's kernel; Docker's default seccomp profile blocks some syscalls, not most;
@@ -61,14 +62,20 @@ What this does NOT protect against:
 - anything readable in the image: it is public, read-only and visible to the program (the agent's source too).
 """
 
+import ctypes
 import logging
+import os
 import secrets
 import selectors
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -85,6 +92,8 @@ log = logging.getLogger(__name__)
 IMAGE = "selfplay-sandbox:bookworm"
 LABEL = "selfplay.sandbox"
 MAX_RUNS = 100  # a container serves at most this many runs, then is removed
+PR_SET_PDEATHSIG = 1
+PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: between fork and exec the child only calls it
 START_DAEMON = "start the Docker daemon (`dockerd > /var/log/dockerd.log 2>&1 &`, or `systemctl start docker`)"
 
 
@@ -145,8 +154,11 @@ class DockerSandbox(Sandbox):
         self.busy: dict[Limits, int] = {}
         self.want = container_limits(Limits())
         self.closed = False
-        self.refiller = threading.Thread(target=self.refill, name="docker-sandbox-pool", daemon=True)
+        self.watchdog: subprocess.Popen | None = None
+        watching = threading.Event()
+        self.refiller = threading.Thread(target=self.refill, args=(watching,), name="docker-sandbox-pool", daemon=True)
         self.refiller.start()
+        watching.wait()
         try:
             probe = self.run(["true"], limits=Limits(wall_s=30))
             if not probe.ok:
@@ -226,8 +238,25 @@ class DockerSandbox(Sandbox):
 
     # --- the pool ------------------------------------------------------------------------------------------------
 
-    def refill(self) -> None:
+    def start_watchdog(self) -> None:
+        """The process that removes this pool's containers if we die (see the module's docstring); from the pool
+        thread, which lives as long as the pool: the parent-death signal fires when the starting thread ends."""
+        parent = os.getpid()
+
+        def watch_parent():
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-I", str(Path(__file__).with_name("docker_watchdog.py")), f"{LABEL}.owner={self.owner}",
+             str(parent)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=watch_parent)
+
+    def refill(self, watching: threading.Event) -> None:
         """Background thread: keep `pool_size` containers (warm or in a run) for the latest run's limits, drop others."""
+        try:
+            self.start_watchdog()
+        finally:
+            watching.set()
         while True:
             with self.lock:
                 while not self.closed and self.count(self.want) >= self.pool_size and (
@@ -299,6 +328,9 @@ class DockerSandbox(Sandbox):
             if self.closed:
                 return
             self.closed = True
+            if self.watchdog is not None:  # before the pool thread ends and sets it off
+                self.watchdog.kill()
+                self.watchdog.wait()
             self.lock.notify_all()
             warm = [w for ws in self.warm.values() for w in ws]
             self.warm = {}

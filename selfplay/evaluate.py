@@ -14,14 +14,15 @@ same rows can be compared pairwise. The rows are never trained on.
 
 from selfplay.plugins import reward_name, trl_arguments
 from selfplay.stats import describe_change, mean_interval, paired_difference
+from selfplay.tools import sample
 from selfplay.train import encode_prompt
 
 
 def evaluate(policy, tokenizer, rows: list[dict], reward_funcs, *, max_tokens: int, stop: list[str] | None = None,
-             references=None) -> dict:
+             tools: list | None = None, references=None) -> dict:
     prompts = [row["prompt"] for row in rows]
     ids = [encode_prompt(tokenizer, p) for p in prompts]
-    groups = policy.generate(ids, n=1, max_tokens=max_tokens, temperature=0.0, stop=stop)
+    groups = sample(policy, tokenizer, ids, tools or [], n=1, max_tokens=max_tokens, temperature=0.0, stop=stop)
     completions = [group[0].text for group in groups]
     as_trl_gives = [[{"role": "assistant", "content": c}] if isinstance(p, list) else c for p, c in zip(prompts, completions)]
     arguments = trl_arguments(rows, as_trl_gives)

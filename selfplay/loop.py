@@ -19,7 +19,7 @@ import time
 from rich.console import Console
 from transformers import TrainerCallback
 
-from selfplay.config import LoopConfig
+from selfplay.config import ConfigError, LoopConfig
 from selfplay.dashboard import Dashboard
 from selfplay.terminal import cpu_name, output_console
 from selfplay.domains import get_domain
@@ -52,6 +52,9 @@ def run_loop(config: LoopConfig, console: Console | None = None, on_run_dir=None
     eval_rows = domain.eval_rows(config)
     rows = domain.train_rows(config, eval_rows)  # a bad position or task file stops here: no run dir, no vLLM
     plugged = load_rewards(config.reward, config.rewards_only, eval_rows or rows)  # a bad --reward stops here
+    if config.full_finetune and domain.tools(config):
+        raise ConfigError(f"--full-finetune: the {domain.name} domain's tools are answered by selfplay's vLLM "
+                          "rollout, which serves LoRA adapters; train a LoRA adapter (drop --full-finetune)")
     if resuming:
         checkpoint = latest_checkpoint(run_dir)
         truncate_logs(run_dir, checkpoint_iteration(checkpoint))
@@ -99,7 +102,7 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
 
         def run_eval(label: str) -> dict:
             result = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length,
-                              stop=domain.stop_strings(config),
+                              stop=domain.stop_strings(config), tools=domain.tools(config),
                               references=lambda rows, scores: domain.eval_references(rows, scores, rewards))
             append_jsonl(run_dir / "eval.jsonl", [{"label": label, **result}])
             if dashboard is not None:
@@ -151,7 +154,7 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
                 callbacks.append(EvalEvery(config.eval_every, config.steps, run_eval))
             trainer = build_trainer(
                 config, model_path, dataset, reward_funcs, reward_weights, policy if lora else None, run_dir,
-                stats, callbacks, domain.stop_strings(config),
+                stats, callbacks, domain.stop_strings(config), domain.tools(config),
             )
             logger.trainer = trainer
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

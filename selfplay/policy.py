@@ -29,6 +29,8 @@ class Completion:
     completion_ids: list[int]
     logprobs: list[float]  # logprob of each sampled token under the served policy
     text: str
+    stop_reason: str | int | None = None  # the stop string (or token id) that ended it, None at EOS or the budget
+    env_mask: list[int] | None = None  # with tools: 1 for the policy's tokens, 0 for the tools' results
 
 
 class VLLMPolicy:
@@ -94,35 +96,42 @@ class VLLMPolicy:
         prompts: list[list[int]],
         *,
         n: int,
-        max_tokens: int,
+        max_tokens: int | list[int],
         temperature: float,
         top_p: float = 1.0,
         top_k: int = 0,
         stop: list[str] | None = None,
+        include_stop: bool = False,
         seed: int | None = None,
     ) -> list[list[Completion]]:
-        """`n` sampled completions for each tokenized prompt (temperature 0 = greedy). With `seed`, prompt i samples
-        from its own generator seeded `seed + i`: the same call gives the same samples, also after a restart."""
+        """`n` sampled completions for each tokenized prompt (temperature 0 = greedy), within `max_tokens` (one budget,
+        or one per prompt). With `seed`, prompt i samples from its own generator seeded `seed + i`: the same call
+        gives the same samples, also after a restart. A completion's text ends before the stop string that ended it,
+        or after it with `include_stop`; its token ids always hold the whole last token."""
         from vllm import SamplingParams, TokensPrompt
 
-        def sampling(request_seed: int | None) -> SamplingParams:
+        budgets = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(prompts)
+
+        def sampling(i: int) -> SamplingParams:
             return SamplingParams(
                 n=n,
-                max_tokens=max_tokens,
+                max_tokens=budgets[i],
                 temperature=temperature,
                 top_p=top_p,
                 top_k=max(top_k, 0),
                 logprobs=0,  # the sampled token's own logprob
                 stop=stop,
-                seed=request_seed,
+                include_stop_str_in_output=include_stop,
+                seed=None if seed is None else seed + i,
             )
 
-        params = sampling(None) if seed is None else [sampling(seed + i) for i in range(len(prompts))]
+        params = [sampling(i) for i in range(len(prompts))]
         requests = [TokensPrompt(prompt_token_ids=ids) for ids in prompts]
         outputs = self._generate(requests, params)
         return [
             [
-                Completion(list(c.token_ids), [lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)], c.text)
+                Completion(list(c.token_ids), [lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)], c.text,
+                           c.stop_reason)
                 for c in out.outputs
             ]
             for out in outputs

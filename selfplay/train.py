@@ -5,7 +5,8 @@ LoRA through PEFT. This module only plugs in what TRL leaves open (and `selfplay
 logprobs of a group's samples over one pass of their shared prompt):
 
 - `VLLMRollout`, TRL's `rollout_func`: tokenizes the prompts with the chat template, asks vLLM for one group of
-  samples per distinct prompt, and returns token ids and the logprobs vLLM sampled them with;
+  samples per distinct prompt, and returns token ids and the logprobs vLLM sampled them with (and with the domain's
+  tools, `env_mask`: the tools' results inside the answers, which the loss leaves out; see `selfplay.tools`);
 - `SyncPolicy`, a callback: after each optimizer step it saves the LoRA adapter into `adapters/v<step>` and
   hot-loads it into vLLM, so the next rollout samples from the updated policy;
 - `timed`, a wrapper that counts reward evaluations per second.
@@ -18,6 +19,8 @@ import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from selfplay import tools as tool_calls
 
 KEEP_ADAPTERS = 2  # adapter versions kept on disk besides the final one: vLLM has loaded the older ones already
 
@@ -32,8 +35,8 @@ def encode_prompt(tokenizer, prompt) -> list[int]:
 class VLLMRollout:
     """TRL `rollout_func`: sample every prompt's group from vLLM; rows of one group arrive consecutively."""
 
-    def __init__(self, policy, tokenizer, stats: dict, stop: list[str] | None = None):
-        self.policy, self.tokenizer, self.stats, self.stop = policy, tokenizer, stats, stop
+    def __init__(self, policy, tokenizer, stats: dict, stop: list[str] | None = None, tools: list | None = None):
+        self.policy, self.tokenizer, self.stats, self.stop, self.tools = policy, tokenizer, stats, stop, tools or []
 
     def __call__(self, prompts: list, trainer) -> dict:
         args = trainer.args
@@ -45,8 +48,11 @@ class VLLMRollout:
             else:
                 groups.append((ids, 1))
         start = time.perf_counter()
-        sampled = self.policy.generate(
+        sampled = tool_calls.sample(
+            self.policy,
+            self.tokenizer,
             [ids for ids, _ in groups],
+            self.tools,
             n=max(count for _, count in groups),
             max_tokens=args.max_completion_length,
             temperature=args.temperature,
@@ -64,8 +70,13 @@ class VLLMRollout:
                 out["completion_ids"].append(completion.completion_ids)
                 out["logprobs"].append(completion.logprobs)
                 out["policy_version"].append(self.policy.version)
+                if self.tools:
+                    out.setdefault("env_mask", []).append(completion.env_mask)
         tokens = sum(len(c) for c in out["completion_ids"])
         self.stats["gen/tokens_per_s"] = tokens / seconds
+        if self.tools:
+            calls = sum(map(tool_calls.count, out["env_mask"]))
+            self.stats["selfplay/tool_calls_per_answer"] = calls / len(out["env_mask"])
         self.stats["policy_version"] = self.policy.version
         return out
 
@@ -126,9 +137,9 @@ def report_to(config, run_dir: Path) -> list[str]:
 
 
 def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights, policy, run_dir: Path, stats: dict,
-                  callbacks, stop: list[str] | None = None):
-    """A TRL GRPOTrainer whose generation is `VLLMRollout` (ending samples at any of the `stop` strings) and whose
-    updates reach vLLM through `SyncPolicy`.
+                  callbacks, stop: list[str] | None = None, tools: list | None = None):
+    """A TRL GRPOTrainer whose generation is `VLLMRollout` (ending samples at any of the `stop` strings, answering
+    the calls of `tools`) and whose updates reach vLLM through `SyncPolicy`.
 
     With `policy=None` TRL generates itself: for a full fine-tune on CUDA through its colocated vLLM, which it
     syncs with the full weights after each step; otherwise with HF `generate` (full fine-tune on CPU, where vLLM
@@ -197,7 +208,7 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        rollout_func=VLLMRollout(policy, tokenizer, stats, stop) if policy else None,
+        rollout_func=VLLMRollout(policy, tokenizer, stats, stop, tools) if policy else None,
         callbacks=[SyncPolicy(policy, run_dir / "adapters"), *callbacks] if policy else callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the run dir and the display have them

@@ -54,13 +54,13 @@ def test_one_loop_iteration_on_the_installed_domain(installed, tiny_model, tmp_p
     done = subprocess.run(
         [SELFPLAY, "loop", "--domain", "arithmetic", "--model", tiny_model, "--runs-dir", str(tmp_path), "--run", "a",
          "--steps", "1", "--prompts-per-step", "2", "--num-generations", "4", "--micro-batch-size", "4",
-         "--problems", "8", "--eval-problems", "4", "--max-completion-length", "8"],
+         "--problems", "8", "--eval-problems", "4", "--max-completion-length", "8", "--calculator"],
         env=installed, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     [metrics] = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert metrics["iteration"] == 1 and "reward/exact_answer" in metrics
     settings = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert settings["domain"] == "arithmetic" and settings["problems"] == 8
+    assert settings["domain"] == "arithmetic" and settings["problems"] == 8 and settings["calculator"] is True
     evaluation = json.loads((tmp_path / "a" / "eval.json").read_text())
     assert evaluation["after"]["n"] == 4 and "exact_answer" in evaluation["after"]["scores"]

@@ -5,6 +5,7 @@ vLLM) each reward logs under its own name."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,16 +31,19 @@ rewards = CodeRewards(BwrapSandbox())
 solutions = ["def add(a, b):\\n    return a + b\\n", "def add(a, b):\\n    return a - b\\n"]
 print(rewards.unit_test_reward(None, solutions, tests=["assert add(1, 2) == 3"] * 2), flush=True)
 """
+DOCKER_CODE = CODE.replace("sandboxes.bwrap import BwrapSandbox", "sandboxes.docker import DockerSandbox").replace(
+    "BwrapSandbox()", "DockerSandbox()")
 SAY_PIDS = """
 import psutil
 print(*[p.pid for p in psutil.Process().children(recursive=True)], flush=True)
 """
 # A run in the sandbox that lasts: the kill comes while it runs (until its wall limit an agent would not notice).
+# (The test runs no other sandbox meanwhile: any worker.py on the host is this run's.)
 MID_RUN = """
 import threading, time, psutil
 
-def running():
-    for process in psutil.Process().children(recursive=True):
+def running():  # bwrap's and Docker's sandboxed processes are visible from the host
+    for process in psutil.process_iter():
         try:
             if "worker.py" in process.cmdline():
                 return True
@@ -64,7 +68,7 @@ if child == 0:
 print(child, flush=True)
 time.sleep(60)
 """
-SCORES = {CHESS: "[1.0, 0.9765]", CODE: "[1.0, 0.0]"}
+SCORES = {CHESS: "[1.0, 0.9765]", CODE: "[1.0, 0.0]", DOCKER_CODE: "[1.0, 0.0]"}
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +79,16 @@ def bwrap():
         BwrapSandbox().close()
     except SandboxError as error:
         pytest.skip(f"bwrap is not usable here: {error}")
+
+
+@pytest.fixture(scope="module")
+def docker_sandbox():
+    from sandboxes.docker import DockerSandbox
+
+    try:
+        DockerSandbox().close()
+    except SandboxError as error:
+        pytest.skip(f"Docker is not usable here: {error}")
 
 
 def gone(pids: list[int], within: float = 5.0) -> bool:
@@ -91,6 +105,17 @@ def gone(pids: list[int], within: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def worker_pids() -> list[int]:
+    """The test runner's workers (worker.py) running anywhere on the host."""
+    pids = []
+    for process in psutil.process_iter():
+        try:
+            pids += [process.pid] if "worker.py" in process.cmdline() else []
+        except psutil.Error:
+            pass
+    return pids
 
 
 def check_script_exits(script: str, close: bool) -> None:
@@ -110,10 +135,19 @@ def check_kill_leaves_nothing(script: str, then: str = "") -> None:
         assert proc.stdout.readline().strip() == SCORES[script]
         pids = [int(pid) for pid in proc.stdout.readline().split()]
         child = int(proc.stdout.readline())
+        owner = f"{socket.gethostname()}:{proc.pid}:{psutil.Process(proc.pid).create_time()}"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         try:
-            assert pids and gone(pids)
+            assert pids and gone(pids, within=30)
+            if then == MID_RUN:
+                assert gone(worker_pids(), within=30)
+            if script == DOCKER_CODE:
+                import docker
+
+                client = docker.from_env()
+                assert client.api.containers(all=True, filters={"label": f"selfplay.sandbox.owner={owner}"}) == []
+                client.close()
         finally:
             os.kill(child, signal.SIGKILL)
     finally:
@@ -137,6 +171,11 @@ def test_a_script_with_the_code_rewards_exits_and_leaves_no_sandbox(bwrap, close
 
 def test_the_sandboxes_die_with_a_script_killed_by_sigkill_mid_run(bwrap):
     check_kill_leaves_nothing(CODE, MID_RUN)
+
+
+def test_the_docker_containers_go_with_a_script_killed_by_sigkill_mid_run(docker_sandbox):
+    """Its forked child keeps the containers' streams open: the watchdog removes them, the run included."""
+    check_kill_leaves_nothing(DOCKER_CODE, MID_RUN)
 
 
 USER_TRAINER = """

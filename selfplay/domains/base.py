@@ -75,6 +75,11 @@ class Domain(ABC):
         """Strings that end a sample (None: the end-of-sequence token or the token budget only)."""
         return None
 
+    def tools(self, config) -> list:
+        """Tools the policy may call inside its answers (`selfplay.tools.Tool`: the environment appends each call's
+        result and the answer goes on); none by default."""
+        return []
+
     def training_data(self, config, rows: list[dict], held_out: list[dict], policy, tokenizer, stats: dict) -> tuple:
         """(TRL train dataset, extra trainer callbacks): by default the fixed training rows."""
         from datasets import Dataset

@@ -2,6 +2,7 @@
 
     pip install -e examples/arithmetic         # registers the entry points `arithmetic` (domain), `exact_answer`
     selfplay loop --domain arithmetic          # or: selfplay loop --domain selfplay_arithmetic:Arithmetic
+    selfplay loop --domain arithmetic --calculator    # the model may write <calc>7*12</calc>, the environment adds =84
 """
 
 import random
@@ -9,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from selfplay.domains import Domain, Rewards
+from selfplay_arithmetic.calculator import CALCULATOR
 
 TEMPLATES = [  # (problem, its answer from the numbers a, b, c)
     ("{who} has {a} apples and buys {b} bags of {c} apples. How many apples does {who} have now?",
@@ -19,10 +21,11 @@ TEMPLATES = [  # (problem, its answer from the numbers a, b, c)
      lambda a, b, c: a * b + c),
 ]
 SYSTEM = "Solve the problem. End with the line: Answer: <number>"
+CALCULATOR_HINT = " To compute, write <calc>expression</calc> and its value follows, as in <calc>7*12</calc>=84."
 NUMBER = re.compile(r"-?\d+")
 
 
-def problems(count: int, seed: int, max_number: int) -> list[dict]:
+def problems(count: int, seed: int, max_number: int, calculator: bool) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for _ in range(count):
@@ -30,7 +33,8 @@ def problems(count: int, seed: int, max_number: int) -> list[dict]:
         a = rng.randint(2, max_number)
         b, c = rng.randint(1, a), rng.randint(1, max_number)
         problem = text.format(who=rng.choice(["Ann", "Bo", "Chen", "Dara"]), a=a, b=b, c=c)
-        rows.append({"prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": problem}],
+        system = SYSTEM + CALCULATOR_HINT * calculator
+        rows.append({"prompt": [{"role": "system", "content": system}, {"role": "user", "content": problem}],
                      "answer": answer(a, b, c)})
     return rows
 
@@ -49,6 +53,8 @@ class ArithmeticSettings:
     """held-out problems, from a seed never trained on"""
     max_number: int = 20
     """the largest number in a problem"""
+    calculator: bool = False
+    """let the model call a calculator inside its answer: <calc>7*12</calc> is followed by =84"""
 
 
 class Arithmetic(Domain):
@@ -61,11 +67,14 @@ class Arithmetic(Domain):
 
     def train_rows(self, config, held_out):
         seen = {row["prompt"][-1]["content"] for row in held_out}
-        return [row for row in problems(config.problems, config.seed, config.max_number)
+        return [row for row in problems(config.problems, config.seed, config.max_number, config.calculator)
                 if row["prompt"][-1]["content"] not in seen]
 
     def eval_rows(self, config):
-        return problems(config.eval_problems, 1_000_003, config.max_number)
+        return problems(config.eval_problems, 1_000_003, config.max_number, config.calculator)
 
     def rewards(self, config):
         return Rewards([exact_answer], [1.0])
+
+    def tools(self, config):
+        return [CALCULATOR] if config.calculator else []
