@@ -247,14 +247,16 @@ class CodeRewards:
 
     def unit_test_reward(self, prompts, completions, *, tests, entry_point=None, **kwargs) -> list[float | None]:
         """1 if the solution passed every check of its row's tests, else 0; None for rows without tests."""
-        return [None if r is None else float(r.all_passed) for r in self._reports(completions, tests, entry_point)]
+        return [None if r is None else float(r.all_passed) for r in self.reports(completions, tests, entry_point)]
 
     def unit_test_pass_fraction(self, prompts, completions, *, tests, entry_point=None, **kwargs
                                 ) -> list[float | None]:
         """The share of its row's checks the solution passed; None for rows without tests."""
-        return [None if r is None else r.passed / r.total for r in self._reports(completions, tests, entry_point)]
+        return [None if r is None else r.passed / r.total for r in self.reports(completions, tests, entry_point)]
 
-    def _reports(self, completions, tests, entry_point) -> list[TestReport | None]:
+    def reports(self, completions, tests, entry_point=None) -> list[TestReport | None]:
+        """Each solution's `TestReport` (checks passed, and the sandbox run: output, exit, why it stopped), None for
+        rows without tests."""
         entry_points = entry_point or [None] * len(completions)
 
         def report(row: int) -> TestReport | None:

@@ -1,7 +1,7 @@
 """The `selfplay` command.
 
     selfplay loop --domain chess|code [--steps N] [--model DIR|HUB_ID] [--run NAME] [...]   # see selfplay loop --help
-    selfplay eval chess [--positions-file FILE] [--adapter DIR] [--games N --elo 1350,1600]  # see --help
+    selfplay eval chess|code|DOMAIN [--adapter DIR|RUN] [--file FILE] [--against base] [--samples K]  # see --help
     selfplay sft [--targets engine|samples] [--examples N] [--run NAME]   # warm start; loop --model runs/NAME/model
     selfplay runs list|show|samples|compare|plot|tail [RUN...]                       # look at runs; see --help
     selfplay rewards check my_rewards:short_answer [--domain chess]         # try a reward of your own on sample rows
@@ -17,11 +17,11 @@ import logging
 import sys
 import traceback
 
-from selfplay.chess_eval import EvalConfig
 from selfplay.config import ConfigError, add_config_arguments, config_from_args
 from selfplay.domains import DomainError, get_domain
 from selfplay.domains.chess_positions import PositionFileError
 from selfplay.domains.code_tasks import TaskFileError
+from selfplay.eval_command import EvalConfig
 from selfplay.model import ModelError, fetch_default_model
 from selfplay.plugins import PluginError
 from selfplay.runlog import RunDirError
@@ -34,16 +34,20 @@ STOPPING_ERRORS = ("PolicyError", "EngineError", "SandboxError", "RewardError")
 
 
 def build_parser(domain: str = "chess") -> argparse.ArgumentParser:
-    """The command line; `selfplay loop` has the flags of `domain` (its Settings) beside the loop's."""
+    """The command line; `selfplay loop` and `selfplay eval` have the flags of `domain` (its Settings) beside their
+    own."""
     parser = argparse.ArgumentParser(prog="selfplay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     loop = commands.add_parser("loop", help="run the self-improvement loop",
                                description="The loop's flags, then the domain's: --domain NAME --help shows NAME's.")
     add_config_arguments(loop)
     add_config_arguments(loop.add_argument_group(f"{domain} domain"), get_domain(domain).Settings)
-    evaluation = commands.add_parser("eval", help="evaluate a policy on positions and in games against Stockfish")
-    evaluation.add_argument("domain", choices=["chess"])
-    add_config_arguments(evaluation, EvalConfig)
+    evaluation = commands.add_parser(
+        "eval", help="score a model or adapter on a domain's held-out sets or your own file, or compare two",
+        description="The flags of every domain's eval, then the domain's: selfplay eval NAME --help shows NAME's.")
+    evaluation.add_argument("domain", help="chess, code, or an installed domain (selfplay domains)")
+    add_config_arguments(evaluation, EvalConfig, skip=("domain",))
+    add_config_arguments(evaluation.add_argument_group(f"{domain} domain"), get_domain(domain).Settings)
     sft = commands.add_parser("sft", help="supervised warm start (engine moves or the policy's best samples)")
     add_config_arguments(sft, SFTConfig)
     for command in (loop, evaluation, sft):
@@ -78,7 +82,10 @@ def build_parser(domain: str = "chess") -> argparse.ArgumentParser:
 
 
 def requested_domain(argv: list[str]) -> str:
-    """The --domain of a `selfplay loop` command line (its flags depend on it), chess by default."""
+    """The domain of a `selfplay loop --domain D` or `selfplay eval D` command line (its flags depend on it), chess
+    by default."""
+    if argv[:1] == ["eval"] and len(argv) > 1 and not argv[1].startswith("-"):
+        return argv[1]
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--domain", default="chess")
     return pre.parse_known_args(argv)[0].domain if argv[:1] == ["loop"] else "chess"
@@ -176,9 +183,9 @@ def run_command(args: argparse.Namespace, output: ThirdPartyOutput | None) -> in
             console.print(f"next: selfplay loop --domain chess --model {result['model']}", highlight=False)
             return 0
         if args.command == "eval":
-            from selfplay.chess_eval import run_chess_eval
+            from selfplay.eval_command import run_eval
 
-            run_chess_eval(config_from_args(args, EvalConfig), console, on_run_dir=output.move_into)
+            run_eval(config_from_args(args, EvalConfig), console, on_run_dir=output.move_into)
             return 0
         from selfplay.loop import run_loop
 

@@ -27,8 +27,24 @@ class ConfigError(ValueError):
     """A flag or setting is malformed; the message names it."""
 
 
+class ReadsDomainSettings:
+    """A command's settings dataclass (the loop's, eval's, sft's) with a domain's settings dataclass beside its own
+    fields (`config.settings`), read through it too: `config.engine_limit` is `config.settings.engine_limit`."""
+
+    def __getattr__(self, name: str):
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in {f.name for f in dataclasses.fields(settings)}:
+            return getattr(settings, name)
+        raise AttributeError(f"{type(self).__name__} (domain {self.__dict__.get('domain')}) has no setting {name!r}")
+
+    def as_dict(self) -> dict:
+        """Every setting by name, the command's and the domain's (what config.json holds)."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "settings"}
+        return {**own, **dataclasses.asdict(self.settings)}
+
+
 @dataclass
-class LoopConfig:
+class LoopConfig(ReadsDomainSettings):
     domain: str = "chess"
     """task domain: chess or code"""
     model: str = "SmolLM2-135M-Instruct"
@@ -83,6 +99,9 @@ class LoopConfig:
     """skip (and count) malformed lines of position files instead of stopping at the first"""
     eval_every: int = 0
     """also evaluate every N iterations, into eval.jsonl (0: only before and after)"""
+    keep_adapters: int = 2
+    """adapter versions kept in runs/<run>/adapters besides the final one (0: every one, for selfplay eval
+    --checkpoints; a LoRA adapter of the default model is ~20 MB)"""
     report_to: str = "none"
     """also report the metrics to these trackers, comma-separated (TRL report_to): tensorboard (into
     runs/<run>/tensorboard), wandb (offline into runs/<run>/wandb unless WANDB_MODE or WANDB_API_KEY is set)"""
@@ -113,26 +132,15 @@ class LoopConfig:
                 if getattr(holder, name) is None:
                     setattr(holder, name, value)
 
-    def __getattr__(self, name: str):
-        """The domain's settings read through the loop's: `config.engine_limit` is `config.settings.engine_limit`."""
-        settings = self.__dict__.get("settings")
-        if settings is not None and name in {f.name for f in dataclasses.fields(settings)}:
-            return getattr(settings, name)
-        raise AttributeError(f"{type(self).__name__} (domain {self.__dict__.get('domain')}) has no setting {name!r}")
-
-    def as_dict(self) -> dict:
-        """Every setting by name, the loop's and the domain's (what config.json holds)."""
-        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "settings"}
-        return {**own, **dataclasses.asdict(self.settings)}
-
     def validate(self) -> None:
         for name in (
             "steps", "prompts_per_step", "num_generations", "micro_batch_size", "max_completion_length", "lora_rank",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.eval_every < 0:
-            raise ConfigError(f"--eval-every must be 0 or more, got {self.eval_every}")
+        for name in ("eval_every", "keep_adapters"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
         if (self.prompts_per_step * self.num_generations) % self.micro_batch_size:
             raise ConfigError("--micro-batch-size must divide --prompts-per-step x --num-generations")
         if self.warm_start < 0:
@@ -163,15 +171,22 @@ LOOP_DEFAULTS = {"steps": 20, "max_completion_length": 256, "learning_rate": 3e-
 def make_config(**settings) -> LoopConfig:
     """A LoopConfig from settings by name, the loop's and the domain's mixed (as config.json and the flags hold
     them); ConfigError naming a setting that neither has."""
+    return build_config(LoopConfig, settings)
+
+
+def build_config(cls, settings: dict):
+    """A `ReadsDomainSettings` dataclass from settings by name, its own and its domain's mixed."""
     from selfplay.domains import get_domain
 
     domain = get_domain(settings.get("domain", "chess"))
+    own = {f.name for f in dataclasses.fields(cls)} - {"settings"}
     domain_fields = {f.name for f in dataclasses.fields(domain.Settings)}
-    unknown = sorted(set(settings) - LOOP_FIELDS - domain_fields)
+    unknown = sorted(set(settings) - own - domain_fields)
     if unknown:
-        raise ConfigError(f"{', '.join(unknown)}: not a setting of the loop or of the {domain.name} domain")
-    return LoopConfig(**{k: v for k, v in settings.items() if k in LOOP_FIELDS},
-                      settings=domain.Settings(**{k: v for k, v in settings.items() if k in domain_fields}))
+        command = cls.__name__.removesuffix("Config").lower()
+        raise ConfigError(f"{', '.join(unknown)}: not a setting of the {command} or of the {domain.name} domain")
+    return cls(**{k: v for k, v in settings.items() if k in own},
+               settings=domain.Settings(**{k: v for k, v in settings.items() if k in domain_fields}))
 
 
 def _field_type(tp):
@@ -195,10 +210,10 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls=LoopConfig) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, cls=LoopConfig, skip: tuple[str, ...] = ()) -> None:
     docs, hints = field_docs(cls), typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name == "settings":  # the domain's dataclass: its own fields are flags (add_config_arguments on it)
+        if f.name == "settings" or f.name in skip:  # settings: the domain's dataclass, whose fields are flags too
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -213,10 +228,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls=LoopConfig) -> Non
 
 
 def config_from_args(args: argparse.Namespace, cls=LoopConfig):
-    """The config dataclass from parsed flags (for LoopConfig, the domain's flags too), checked by its `validate()`
+    """The config dataclass from parsed flags (with a domain's settings, its flags too), checked by its `validate()`
     (ConfigError naming the flag)."""
-    if cls is LoopConfig:
-        config = make_config(**{k: v for k, v in vars(args).items() if k not in ("command", "verbose")})
+    if any(f.name == "settings" for f in dataclasses.fields(cls)):
+        config = build_config(cls, {k: v for k, v in vars(args).items() if k not in ("command", "verbose")})
     else:
         config = cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
     config.validate()

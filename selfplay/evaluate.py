@@ -1,6 +1,7 @@
 """Held-out evaluation: greedy answers from the vLLM policy, scored by the domain's reward functions, with noise.
 
     result = evaluate(policy, tokenizer, rows, reward_funcs, max_tokens=8, references=chess.eval_references)
+    evaluate(policy, tokenizer, rows, reward_funcs, max_tokens=256, samples=10, temperature=0.8)  # + every answer
     result["engine_reward"]            # the mean over the rows the metric applies to
     result["intervals"]["skill"]       # its 95% bootstrap interval over rows
     result["sets"]["mate_in_one"]      # {metric: [mean, low, high]} per held-out set (the rows' "set" column)
@@ -19,18 +20,34 @@ from selfplay.train import encode_prompt
 
 
 def evaluate(policy, tokenizer, rows: list[dict], reward_funcs, *, max_tokens: int, stop: list[str] | None = None,
-             tools: list | None = None, references=None) -> dict:
+             tools: list | None = None, samples: int = 1, temperature: float = 0.0, seed: int | None = None,
+             references=None) -> dict:
+    """`samples` answers per row (greedy at temperature 0), each scored; a row's score is the mean over its answers.
+    With samples > 1 the result also holds every answer ("answers") and its scores ("sample_scores")."""
     prompts = [row["prompt"] for row in rows]
     ids = [encode_prompt(tokenizer, p) for p in prompts]
-    groups = sample(policy, tokenizer, ids, tools or [], n=1, max_tokens=max_tokens, temperature=0.0, stop=stop)
-    completions = [group[0].text for group in groups]
-    as_trl_gives = [[{"role": "assistant", "content": c}] if isinstance(p, list) else c for p, c in zip(prompts, completions)]
-    arguments = trl_arguments(rows, as_trl_gives)
-    scores = {reward_name(f): list(f(**arguments)) for f in reward_funcs}
+    groups = sample(policy, tokenizer, ids, tools or [], n=samples, max_tokens=max_tokens, temperature=temperature,
+                    stop=stop, seed=seed)
+    answers = [[c.text for c in group] for group in groups]
+    every_row = [row for row in rows for _ in range(samples)]
+    as_trl_gives = [[{"role": "assistant", "content": a}] if isinstance(row["prompt"], list) else a
+                    for row, a in zip(every_row, (a for group in answers for a in group))]
+    arguments = trl_arguments(every_row, as_trl_gives)
+    every_score = {reward_name(f): list(f(**arguments)) for f in reward_funcs}
+    by_row = {m: [values[i * samples:(i + 1) * samples] for i in range(len(rows))] for m, values in every_score.items()}
+    scores = {m: [_mean(row_values) for row_values in values] for m, values in by_row.items()}
     if references is not None:
         scores.update(references(rows, scores))
-    return {"n": len(rows), "policy_version": policy.version, **summarize(rows, scores), "completions": completions,
-            "scores": scores}
+    result = {"n": len(rows), "policy_version": policy.version, **summarize(rows, scores),
+              "completions": [group[0] for group in answers], "scores": scores}
+    if samples > 1:
+        result |= {"samples": samples, "temperature": temperature, "answers": answers, "sample_scores": by_row}
+    return result
+
+
+def _mean(values: list):
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
 
 
 def set_names(rows: list[dict]) -> list[str]:
@@ -73,13 +90,14 @@ def _value(triple) -> str:
 
 
 def eval_table(title: str, metrics: dict[str, str], result: dict, before: dict | None = None,
-               change: dict | None = None):
+               change: dict | None = None, columns: tuple[str, str] = ("before", "after")):
     """A rich table, one line per held-out set and metric (in the order of `metrics`, metric -> label): the value
-    with its 95% interval, and with `before` and `change`, before, after and the paired difference."""
+    with its 95% interval, and with `before` and `change`, before, after (or the two `columns`) and the paired
+    difference."""
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-    for column in ("set", "metric", *(("before", "after", "change") if before else ("value",))):
+    for column in ("set", "metric", *((*columns, "change") if before else ("value",))):
         table.add_column(column)
     for name, figures in result["sets"].items():
         for metric, label in metrics.items():

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts; adapters up to it
+
+
 class PolicyError(RuntimeError):
     """vLLM cannot start or keeps dying; the message says what to do."""
 
@@ -53,7 +56,7 @@ class VLLMPolicy:
             enforce_eager=not self.on_cuda,  # torch.compile costs minutes of start on 2 cores
             enable_prefix_caching=True,  # a GRPO group shares its prompt: prefill it once
             enable_lora=lora_rank is not None,
-            max_lora_rank=lora_rank or 16,
+            max_lora_rank=next(r for r in VLLM_LORA_RANKS if r >= (lora_rank or 16)),
             max_loras=1,
             seed=seed,
             max_model_len=max_model_len,
@@ -67,6 +70,9 @@ class VLLMPolicy:
             # KV cache of a fixed size (vLLM's CPU default is a share of RAM): 2 GiB holds ~46k tokens of the 135M
             # model, a few hundred code answers at once (1.22x the tokens/s of 512 MiB on 300 code samples)
             self.engine_args["kv_cache_memory_bytes"] = cpu_kv_cache_bytes
+            # vLLM 0.32's CPU path crashes ("CPU Generator does not use offset") when a seeded request's prefill is
+            # split over steps (e.g. 40 seeded code prompts x 5 samples): whole prefills only
+            self.engine_args["enable_chunked_prefill"] = False
         self.version = 0  # policy version served now: 0 = the base weights, k = adapter after update k
         self.lora = None
         self.llm = self._start()

@@ -19,7 +19,7 @@ import chess
 from rich.console import Console
 
 from rewards.chess import ChessRewards
-from selfplay.config import ConfigError, check_engine_limit, make_config
+from selfplay.config import ConfigError, ReadsDomainSettings, check_engine_limit
 from selfplay.domains import chess as chess_domain
 from selfplay.model import resolve_model
 from selfplay.runlog import create_run_dir, write_json
@@ -27,7 +27,7 @@ from selfplay.terminal import output_console
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(ReadsDomainSettings):
     model: str = "SmolLM2-135M-Instruct"
     """HF model directory or hub id to start from (default: the built-in SmolLM2-135M-Instruct)"""
     targets: str = "engine"
@@ -64,6 +64,15 @@ class SFTConfig:
     """where output directories are created"""
     seed: int = 0
     """seed for positions and sampling"""
+
+    settings: object = None
+    """(not a flag) the chess domain's settings that the fine-tune's positions and engines are made from"""
+    domain = "chess"
+
+    def __post_init__(self):
+        self.settings = chess_domain.ChessSettings(
+            positions=self.positions, train_positions=self.examples, prompt_style=self.prompt_style,
+            engine_limit=self.engine_limit, engine_workers=self.engine_workers, engine_cache=self.engine_cache)
 
     def validate(self) -> None:
         if self.targets not in ("engine", "samples"):
@@ -107,10 +116,8 @@ def best_sampled_answers(model_path: str, rows: list[dict], config: SFTConfig, t
 def run_sft(config: SFTConfig, console: Console | None = None, on_run_dir=None) -> dict:
     console = console or output_console()
     model_path = resolve_model(config.model)
-    loop_like = make_config(positions=config.positions, train_positions=config.examples, skip_bad=config.skip_bad,
-                           engine_limit=config.engine_limit, engine_workers=config.engine_workers, seed=config.seed,
-                           prompt_style=config.prompt_style, engine_cache=config.engine_cache)
-    rows = chess_domain.train_rows(loop_like, chess_domain.eval_rows(make_config()))  # never the loop's held-out set
+    held_out = chess_domain.eval_rows(SFTConfig())  # the loop's default held-out sets: never trained on
+    rows = chess_domain.train_rows(config, held_out)
     out = create_run_dir(config.runs_dir, config.run or f"sft__{config.targets}__{time.strftime('%Y%m%d-%H%M%S')}")
     if on_run_dir:
         on_run_dir(out)
@@ -119,7 +126,7 @@ def run_sft(config: SFTConfig, console: Console | None = None, on_run_dir=None) 
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     start = time.perf_counter()
-    with ChessRewards(chess_domain.engine_pool(loop_like)) as rewards:
+    with ChessRewards(chess_domain.engine_pool(config)) as rewards:
         if config.targets == "engine":
             boards = [chess.Board(row["fen"]) for row in rows]
             answers = [move if config.prompt_style == "uci" or move is None else board.san(chess.Move.from_uci(move))

@@ -22,8 +22,6 @@ from transformers import TrainerCallback
 
 from selfplay import tools as tool_calls
 
-KEEP_ADAPTERS = 2  # adapter versions kept on disk besides the final one: vLLM has loaded the older ones already
-
 
 def encode_prompt(tokenizer, prompt) -> list[int]:
     """Token ids of a prompt: chat messages through the chat template, plain text as is."""
@@ -82,17 +80,19 @@ class VLLMRollout:
 
 
 class SyncPolicy(TrainerCallback):
-    """After every optimizer step, save the LoRA adapter and make vLLM serve it as the next policy version."""
+    """After every optimizer step, save the LoRA adapter and make vLLM serve it as the next policy version; keep the
+    newest `keep` versions on disk (0: all; vLLM has loaded the older ones already)."""
 
-    def __init__(self, policy, adapters_dir: Path):
-        self.policy, self.adapters_dir = policy, adapters_dir
+    def __init__(self, policy, adapters_dir: Path, keep: int = 2):
+        self.policy, self.adapters_dir, self.keep = policy, adapters_dir, keep
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         path = self.adapters_dir / f"v{state.global_step}"
         model.save_pretrained(path)  # a PEFT model saves only the adapter (a few MB)
         self.policy.load_adapter(path, state.global_step)
-        for old in sorted(self.adapters_dir.glob("v*"), key=lambda p: int(p.name[1:]))[:-KEEP_ADAPTERS]:
-            shutil.rmtree(old)
+        if self.keep:
+            for old in sorted(self.adapters_dir.glob("v*"), key=lambda p: int(p.name[1:]))[:-self.keep]:
+                shutil.rmtree(old)
 
 
 def timed(reward_func, stats: dict):
@@ -209,7 +209,7 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
         processing_class=tokenizer,
         peft_config=peft_config,
         rollout_func=VLLMRollout(policy, tokenizer, stats, stop, tools) if policy else None,
-        callbacks=[SyncPolicy(policy, run_dir / "adapters"), *callbacks] if policy else callbacks,
+        callbacks=[SyncPolicy(policy, run_dir / "adapters", config.keep_adapters), *callbacks] if policy else callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the run dir and the display have them
     return trainer

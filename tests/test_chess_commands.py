@@ -32,12 +32,12 @@ def test_eval_scores_a_position_file_and_plays_rated_games(tiny_model, tmp_path)
         'r1bqkb1r/pppp1ppp/2n2n2/4p2Q/2B1P3/8/PPPP1PPP/RNB1K1NR w KQkq - bm Qxf7#; id "scholar";\n'
         'rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - id "start";\n'
     )
-    status = main(["eval", "chess", "--model", tiny_model, "--positions-file", str(epd), "--games", "2",
+    status = main(["eval", "chess", "--model", tiny_model, "--file", str(epd), "--games", "2",
                    "--elo", "1350", "--opponent-limit", "nodes=100", "--retries", "1", "--runs-dir", str(tmp_path),
-                   "--run", "ev"])
+                   "--out", "ev"])
     assert status == 0
     result = json.loads((tmp_path / "ev" / "eval.json").read_text())
-    positions = result["positions"]
+    positions = result["result"]
     assert positions["n"] == 2 and 0.0 <= positions["legal_move_reward"] <= 1.0
     assert positions["solve_reward"] in (0.0, 1.0)  # only the scholar's-mate row has a bm
     [match] = result["matches"]

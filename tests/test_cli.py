@@ -128,7 +128,7 @@ def test_malformed_flags_of_every_command(capfd, tmp_path, argv, message):
     assert status == 2 and message in err and not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("command", [["eval", "chess", "--positions-file"], ["sft", "--positions"]])
+@pytest.mark.parametrize("command", [["eval", "chess", "--file"], ["sft", "--positions"]])
 def test_malformed_position_file_stops_eval_and_sft_before_anything_is_made(capfd, tmp_path, command):
     bad = tmp_path / "bad.epd"
     bad.write_text("\x00\xff garbage ♞\n")
@@ -139,7 +139,7 @@ def test_malformed_position_file_stops_eval_and_sft_before_anything_is_made(capf
 
 def test_eval_with_a_directory_that_is_no_adapter(capfd, tmp_path):
     status, err = run_cli(capfd, "eval", "chess", "--adapter", str(tmp_path), "--runs-dir", str(tmp_path / "runs"))
-    assert status == 2 and "not a PEFT LoRA adapter directory" in err
+    assert status == 2 and "neither a LoRA adapter directory (adapter_config.json) nor a run" in err
     assert not (tmp_path / "runs").exists()
 
 

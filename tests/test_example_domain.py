@@ -64,3 +64,31 @@ def test_one_loop_iteration_on_the_installed_domain(installed, tiny_model, tmp_p
     assert settings["domain"] == "arithmetic" and settings["problems"] == 8 and settings["calculator"] is True
     evaluation = json.loads((tmp_path / "a" / "eval.json").read_text())
     assert evaluation["after"]["n"] == 4 and "exact_answer" in evaluation["after"]["scores"]
+
+
+@pytest.mark.slow
+def test_selfplay_eval_scores_the_installed_domain_on_a_jsonl_file(installed, tiny_model, tmp_path):
+    rows = [{"prompt": [{"role": "user", "content": f"What is {a} + {a}? Answer: <number>"}], "answer": 2 * a}
+            for a in range(1, 5)]
+    (tmp_path / "mine.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    done = subprocess.run(
+        [SELFPLAY, "eval", "arithmetic", "--model", tiny_model, "--file", str(tmp_path / "mine.jsonl"), "--samples",
+         "3", "--temperature", "1.0", "--max-completion-length", "8", "--runs-dir", str(tmp_path), "--out", "ev"],
+        env=installed, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "ev" / "eval.json").read_text())["result"]
+    assert result["n"] == 4 and result["sets"]["mine"]["exact_answer"][0] == result["exact_answer"]
+    assert set(result["pass_at_k"]) == {"pass@1", "pass@3"} and "pass@3" in done.stdout
+    lines = (tmp_path / "ev" / "results.jsonl").read_text().splitlines()
+    assert [len(json.loads(line)["answers"]) for line in lines] == [3, 3, 3, 3]
+
+
+@pytest.mark.parametrize("line, message", [("not json", "mine.jsonl:2: not JSON"),
+                                           ('{"answer": 3}', "mine.jsonl:2: expected an object with a prompt"),
+                                           ('["a list"]', "mine.jsonl:2: expected an object with a prompt")])
+def test_a_malformed_jsonl_row_file_is_one_line(installed, tmp_path, line, message):
+    (tmp_path / "mine.jsonl").write_text('{"prompt": "1 + 1?", "answer": 2}\n' + line + "\n")
+    done = subprocess.run([SELFPLAY, "eval", "arithmetic", "--file", str(tmp_path / "mine.jsonl"), "--runs-dir",
+                           str(tmp_path / "runs")], env=installed, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

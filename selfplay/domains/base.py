@@ -52,6 +52,7 @@ class Domain(ABC):
     Settings: type = NoSettings  # a dataclass: its fields are the domain's flags, each with a docstring
     EVAL_METRICS: dict[str, str] = {}  # held-out metric (a reward's name, or a reference's) -> label, headline first
     HEADLINE: str | None = None  # metrics key shown beside the reward in the progress (default: EVAL_METRICS' first)
+    SUCCESS: str | None = None  # a 0/1 held-out metric: `selfplay eval --samples K` reports its pass@1 and pass@K
     defaults: dict = {}  # LoopConfig fields this domain sets when left unset (max_completion_length, temperature...)
     presets: dict[str, dict] = {}  # --preset NAME -> settings (the loop's and this domain's) it sets when left unset
 
@@ -70,6 +71,39 @@ class Domain(ABC):
     def sample_rows(self, config, count: int) -> list[dict]:
         """A few rows to try a reward on (`selfplay rewards check`): by default the first training rows."""
         return self.train_rows(config, [])[:count]
+
+    def file_rows(self, config, path: str) -> list[dict]:
+        """Rows from a file of the user's (`selfplay eval --file`). By default a JSONL file, one row per line:
+        `{"prompt": text or chat messages, <the columns its rewards read>...}`; ConfigError at the first bad line."""
+        import json
+        from pathlib import Path
+
+        from selfplay.config import ConfigError
+
+        rows = []
+        for number, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as error:
+                raise ConfigError(f"{path}:{number}: not JSON ({error})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), (str, list)):
+                raise ConfigError(f"{path}:{number}: expected an object with a prompt (text or chat messages)")
+            rows.append({"set": Path(path).stem, **row})
+        if not rows:
+            raise ConfigError(f"{path}: no rows")
+        return rows
+
+    def eval_details(self, rows: list[dict], answers: list[list[str]], rewards: Rewards) -> list[dict]:
+        """More per-row output for `selfplay eval`'s results.jsonl (code: each answer's verdict and program output)."""
+        return [{} for _ in rows]
+
+    def check_references(self, rows: list[dict], rewards: Rewards) -> list[str]:
+        """`selfplay eval --check-file`: the ids of rows whose reference answer fails its own rewards."""
+        from selfplay.config import ConfigError
+
+        raise ConfigError(f"--check-file: the {self.name} domain has no reference answers to check")
 
     def stop_strings(self, config) -> list[str] | None:
         """Strings that end a sample (None: the end-of-sequence token or the token budget only)."""

@@ -21,7 +21,7 @@ from rewards.chess import ChessRewards, format_reward, legal_move_reward, solve_
 from rewards.chess_engine import EnginePool, parse_limit
 from selfplay.config import ConfigError, check_engine_limit
 from selfplay.domains.base import Domain, Rewards
-from selfplay.domains.chess_arena import check_opponent_elo
+from selfplay.domains.chess_arena import check_opponent_elo, estimate_elo, play_match
 from selfplay.domains.chess_reference import reference_scores
 from selfplay.domains.chess_positions import Position, PositionFileError, parse_position_mix, read_positions
 from selfplay.domains.chess_tactics import mate_in_one_positions
@@ -102,14 +102,24 @@ def eval_rows(config) -> list[dict]:
     """The held-out sets, each row's "set" naming its own: every comma-separated entry of `eval_file` (a file: its
     first `eval_positions`; "random" or "mate_in_one": that many generated from a seed never trained on), by default
     random playouts and mates in one."""
+    return held_out_rows(config.eval_file or DEFAULT_EVAL_SETS, config, config.eval_positions)
+
+
+def file_rows(config, path: str) -> list[dict]:
+    """`selfplay eval chess --file`: every position of the files (comma-separated; "random" and "mate_in_one":
+    `eval_positions` generated ones)."""
+    return held_out_rows(path, config, None)
+
+
+def held_out_rows(sources: str, config, file_positions: int | None) -> list[dict]:
     rows = []
-    for source in (config.eval_file or DEFAULT_EVAL_SETS).split(","):
+    for source in sources.split(","):
         if source == "random":
             name, positions = "playouts", [Position(f) for f in random_positions(config.eval_positions, seed=EVAL_SEED)]
         elif source == "mate_in_one":
             name, positions = source, mate_in_one_positions(config.eval_positions, seed=EVAL_SEED)
         else:
-            positions = read_positions(source, skip_bad=config.skip_bad)[0][: config.eval_positions]
+            positions = read_positions(source, skip_bad=config.skip_bad)[0][:file_positions]
             name = Path(source).stem
         rows += [{**position_row(p, config.prompt_style), "set": name} for p in positions]
     return rows
@@ -254,21 +264,28 @@ class ChessSettings:
     """held-out position sets, comma-separated: files (the first eval_positions of each), random (playouts) or
     mate_in_one (generated), each summarised on its own; unset: random,mate_in_one"""
     games: int | None = None
-    """chess: games against Stockfish at --elo after training, the policy alternating colours (selfplay eval chess
-    --games); unset: 0, or the preset's"""
-    elo: int = 1350
-    """chess: the UCI_Elo of the Stockfish that --games plays"""
+    """games against Stockfish at each --elo level once the policy is scored (after training, or in selfplay eval),
+    the policy alternating colours; unset: 0, or the preset's"""
+    elo: str = "1350"
+    """the UCI_Elo levels of the Stockfish that --games plays, comma-separated (1350..2850 for Stockfish 15)"""
+    opponent_limit: str = "time=0.05"
+    """the search limit of that Stockfish per move"""
+    retries: int = 3
+    """sampled retries after an illegal answer in a game; then the game is lost"""
 
     def validate(self, config) -> None:
-        for name in ("engine_workers", "train_positions", "eval_positions", "games"):
+        for name in ("engine_workers", "train_positions", "eval_positions", "games", "retries"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
         check_engine_limit("--engine-limit", self.engine_limit)
+        check_engine_limit("--opponent-limit", self.opponent_limit)
+        if not all(level.strip().isdigit() for level in str(self.elo).split(",")):
+            raise ConfigError(f"--elo {self.elo!r}: expected comma-separated integers like 1350,1600")
         try:
             sources = [source for source, _ in parse_position_mix(self.positions)]
         except ValueError as error:
             raise ConfigError(f"--positions: {error}") from None
-        if "selfplay" in sources and config.full_finetune:
+        if "selfplay" in sources and getattr(config, "full_finetune", False):
             raise ConfigError("--positions selfplay needs the LoRA path (vLLM plays the games); drop --full-finetune")
         if self.selfplay_opponent != "self" and not self.selfplay_opponent.isdigit():
             raise ConfigError(f"--selfplay-opponent {self.selfplay_opponent!r}: expected self or a UCI_Elo like 1350")
@@ -276,11 +293,39 @@ class ChessSettings:
             raise ConfigError(f"--prompt-style {self.prompt_style!r}: choose san or uci")
         if self.train_reward not in ("engine", "rank"):
             raise ConfigError(f"--train-reward {self.train_reward!r}: choose engine or rank")
-        if self.games:  # an --elo this Stockfish cannot play stops here, not after training
+        for level in elo_levels(self) if self.games else []:  # one this Stockfish cannot play stops here, not later
             try:
-                check_opponent_elo(self.elo)
+                check_opponent_elo(level)
             except ValueError as error:
                 raise ConfigError(f"--elo: {error}") from None
+
+
+def elo_levels(config) -> list[int]:
+    return [int(level) for level in str(config.elo).split(",")]
+
+
+def play_matches(policy, tokenizer, *, levels: list[int], games: int, opponent_limit: str, retries: int, seed: int,
+                 style: str, max_tokens: int, pgn_path: Path, console) -> dict:
+    """`games` games against Stockfish at each UCI_Elo level (the served policy answers greedily; PGN appended to
+    pgn_path), printed and returned as {"matches": [...], "elo": {"estimate", "low", "high"}}."""
+    import dataclasses
+    import math
+
+    player = PolicyPlayer(policy, tokenizer, max_tokens=max_tokens, temperature=0.0, style=style)
+    matches = [play_match(player, opponent_elo=level, games=games, engine_limit=parse_limit(opponent_limit), seed=seed,
+                          retries=retries, pgn_path=pgn_path) for level in levels]
+    elo, low, high = estimate_elo(matches)
+    for m in matches:
+        console.print(f"[bold]games[/] {m.opponent}: +{m.wins} ={m.draws} -{m.losses} ({m.forfeits} forfeits), "
+                      f"score {m.score:.3f}", highlight=False)
+    if math.isinf(low) or math.isinf(high):  # no points at all, or every point: one side of the rating is open
+        bound = f"below {high:.0f}" if math.isinf(low) else f"above {low:.0f}"
+        console.print(f"[bold]Elo[/] {bound} (95%; {'no game won or drawn' if math.isinf(low) else 'every game won'})")
+    else:
+        console.print(f"[bold]Elo[/] {elo:.0f} (95% interval {low:.0f} .. {high:.0f})")
+    # an unbounded side (all games lost or all won) is null in JSON
+    return {"matches": [dataclasses.asdict(m) | {"score": m.score} for m in matches],
+            "elo": {k: v if math.isfinite(v) else None for k, v in {"estimate": elo, "low": low, "high": high}.items()}}
 
 
 class ChessDomain(Domain):
@@ -290,6 +335,7 @@ class ChessDomain(Domain):
     Settings = ChessSettings
     EVAL_METRICS = EVAL_METRICS
     HEADLINE = "reward/legal_move_reward"
+    SUCCESS = "best_move_reward"
     # GRPO's learning rate: after the warm start, 3e-4 and 1e-4 undid what the fine-tune taught and 3e-5 kept it; the
     # warm start on 1000 engine moves is the only stage that taught tactics (bench/learning.py); answers are one move
     defaults = {"learning_rate": 3e-5, "warm_start": 1000, "temperature": 0.8, "max_completion_length": 8, "games": 0}
@@ -299,6 +345,7 @@ class ChessDomain(Domain):
 
     train_rows = staticmethod(train_rows)
     eval_rows = staticmethod(eval_rows)
+    file_rows = staticmethod(file_rows)
     rewards = staticmethod(rewards)
     stop_strings = staticmethod(stop_strings)
     training_data = staticmethod(training_data)
@@ -315,11 +362,8 @@ class ChessDomain(Domain):
         return bool(config.games)
 
     def after_training(self, config, policy, tokenizer, run_dir, console) -> dict:
-        """--games against Stockfish at --elo: the trained policy answers greedily (a retry after an illegal answer
+        """--games against Stockfish at each --elo: the policy answers greedily (a retry after an illegal answer
         samples), the games go to run_dir/games.pgn."""
-        from selfplay.chess_eval import EvalConfig, play_matches
-
-        return play_matches(policy, tokenizer, levels=[config.elo], games=config.games, seed=config.seed,
-                            opponent_limit=EvalConfig.opponent_limit, retries=EvalConfig.retries,
-                            style=config.prompt_style, max_tokens=config.max_completion_length,
-                            pgn_path=run_dir / "games.pgn", console=console)
+        return play_matches(policy, tokenizer, levels=elo_levels(config), games=config.games, seed=config.seed,
+                            opponent_limit=config.opponent_limit, retries=config.retries, style=config.prompt_style,
+                            max_tokens=config.max_completion_length, pgn_path=run_dir / "games.pgn", console=console)

@@ -32,6 +32,7 @@ from selfplay.runlog import write_json
 EVAL_SEED = 1_000_003  # training seeds are small integers: the held-out tasks never share their seed
 WARM_SAMPLES = 4  # answers sampled per task for the warm start; at temperature 0.6 the base passes 17% of them
 WARM_EPOCHS = 2  # passes over the kept answers (a few hundred tasks keep ~100)
+OUTPUT_KEPT = 1000  # characters of a program's stdout and stderr in selfplay eval's results.jsonl
 SYSTEM_PROMPT = "You are an expert Python programmer. Reply with the complete function in one ```python code block."
 
 
@@ -45,8 +46,41 @@ def task_row(task: Task) -> dict:
 
 
 def eval_row(task: Task) -> dict:
-    """A held-out row: its set is its source (generated, humaneval), each summarised on its own."""
-    return {**task_row(task), "set": task.source}
+    """A held-out row: its set is its source (generated, humaneval, a file's name), each summarised on its own; its
+    id and reference solution (empty when unknown) go with it."""
+    return {**task_row(task), "set": task.source, "id": task.task_id, "solution": task.solution}
+
+
+def file_rows(config, path: str) -> list[dict]:
+    """`selfplay eval code --file`: the tasks of a HumanEval or MBPP JSONL file (TaskFileError naming a bad row)."""
+    tasks, _ = read_tasks(path, skip_bad=config.skip_bad)
+    return [eval_row(task) for task in tasks]
+
+
+def eval_details(rows: list[dict], answers: list[list[str]], rewards: Rewards) -> list[dict]:
+    """Each answer's verdict: checks passed of all, why the program stopped, its exit status and output cut short."""
+    code_rewards = rewards.resources[0]
+    flat = [(row, answer) for row, row_answers in zip(rows, answers) for answer in row_answers]
+    reports = code_rewards.reports([a for _, a in flat], [r["tests"] for r, _ in flat],
+                                   [r["entry_point"] for r, _ in flat])
+    verdicts, start = [], 0
+    for row_answers in answers:
+        verdicts.append({"verdicts": [
+            None if r is None else {"passed": r.passed, "total": r.total, "stopped": r.run.stopped,
+                                    "exit_code": r.run.exit_code, "stdout": r.run.stdout[:OUTPUT_KEPT],
+                                    "stderr": r.run.stderr[:OUTPUT_KEPT]}
+            for r in reports[start:start + len(row_answers)]]})
+        start += len(row_answers)
+    return verdicts
+
+
+def check_references(rows: list[dict], rewards: Rewards) -> list[str]:
+    """The ids of the rows whose reference solution (where the file has one) fails its own tests."""
+    known = [row for row in rows if row.get("solution")]
+    passed = rewards.resources[0].unit_test_reward(None, [row["solution"] for row in known],
+                                                   tests=[row["tests"] for row in known],
+                                                   entry_point=[row["entry_point"] for row in known])
+    return [row["id"] for row, ok in zip(known, passed) if not ok]
 
 
 def eval_rows(config) -> list[dict]:
@@ -172,12 +206,16 @@ class CodeDomain(Domain):
     Settings = CodeSettings
     EVAL_METRICS = {"unit_test_reward": "pass@1", "unit_test_pass_fraction": "tests passed"}
     HEADLINE = "reward/unit_test_reward"
+    SUCCESS = "unit_test_reward"
     # expert iteration on 300 tasks (+13 points of pass@1 before GRPO adds its own); the base model passes 17% of its
     # samples at temperature 0.6 and 5% at 1.0 (greedy: 21%); a short function fits in 256 tokens
     defaults = {"learning_rate": 3e-4, "warm_start": 300, "temperature": 0.6, "max_completion_length": 256}
 
     train_rows = staticmethod(train_rows)
     eval_rows = staticmethod(eval_rows)
+    file_rows = staticmethod(file_rows)
+    eval_details = staticmethod(eval_details)
+    check_references = staticmethod(check_references)
     rewards = staticmethod(rewards)
     stop_strings = staticmethod(stop_strings)
     warm_start = staticmethod(warm_start)

@@ -63,6 +63,7 @@ class Arithmetic(Domain):
     name = "arithmetic"
     Settings = ArithmeticSettings
     EVAL_METRICS = {"exact_answer": "exact"}
+    SUCCESS = "exact_answer"  # selfplay eval arithmetic --samples K: pass@1 and pass@K of the exact answer
     defaults = {"max_completion_length": 64}
 
     def train_rows(self, config, held_out):
