@@ -4,6 +4,7 @@
         pool.score_moves([(board, move), ...])      # -> [1.0, 0.62, ...]: expected score relative to the best move
         pool.best_moves([board, ...])                # -> ["e2e4", ...]
         pool.legal_move_scores([board, ...])         # -> [{"e2e4": 1.0, "f2f3": 0.41, ...}, ...]: every legal move
+    EnginePool(commands=["ssh box1 stockfish", "ssh box2 stockfish"])   # any commands that speak UCI on stdio
 
 An evaluation is the expected score (`PovScore.wdl().expectation()`: win 1, draw 0.5, loss 0) for the side to move,
 either with the engine's best move or with one given root move. Evaluations are cached by (position, move, limit):
@@ -22,6 +23,7 @@ import functools
 import logging
 import os
 import queue
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -79,10 +81,11 @@ def die_with_parent(parent: int) -> None:
 
 
 class Engine:
-    """One Stockfish process, started on first use, killed when an analysis outlives `timeout`."""
+    """One UCI engine process (a command: Stockfish's path, or e.g. `ssh host stockfish`), started on first use,
+    killed when an analysis outlives `timeout`."""
 
-    def __init__(self, path: str, timeout: float):
-        self.path, self.timeout = path, timeout
+    def __init__(self, command: list[str], timeout: float):
+        self.command, self.timeout = command, timeout
         self.engine: chess.engine.SimpleEngine | None = None
         self.pid: int | None = None
 
@@ -105,7 +108,7 @@ class Engine:
         def popen() -> None:
             try:  # setpgrp: the terminal's Ctrl-C is ours
                 started.set_result(chess.engine.SimpleEngine.popen_uci(
-                    self.path, setpgrp=True, preexec_fn=functools.partial(die_with_parent, os.getpid())))
+                    self.command, setpgrp=True, preexec_fn=functools.partial(die_with_parent, os.getpid())))
             except BaseException as error:
                 started.set_exception(error)
 
@@ -173,17 +176,18 @@ class EnginePool:
         *,
         size: int | None = None,
         limit: chess.engine.Limit | None = None,
-        path: str | None = None,
+        commands: list[str] | None = None,
         cache_path: str | Path | None = None,
         max_restarts: int = 2,
         timeout: float = 60.0,
     ):
-        self.size = size or os.cpu_count() or 1
+        # one engine per command (repeat one for more), or `size` of them taking the commands in turn
+        self.commands = [shlex.split(command) for command in commands] if commands else [[find_stockfish()]]
+        self.size = size or (len(self.commands) if commands else os.cpu_count() or 1)
         self.limit = limit or chess.engine.Limit(depth=8)
         self.lim = limit_key(self.limit)
-        self.path = path or find_stockfish()
         self.max_restarts = max_restarts
-        self.engines = [Engine(self.path, timeout) for _ in range(self.size)]
+        self.engines = [Engine(self.commands[i % len(self.commands)], timeout) for i in range(self.size)]
         self.idle: queue.Queue[Engine] = queue.Queue()
         for engine in self.engines:
             self.idle.put(engine)
@@ -242,8 +246,9 @@ class EnginePool:
         finally:
             self.idle.put(engine)
         raise EngineError(
-            f"Stockfish ({self.path}) died or hung {self.max_restarts + 1} times in a row on {key[0]!r}: check that "
-            "the binary runs (`stockfish`, then `quit`) and that the machine has free memory"
+            f"the engine `{shlex.join(engine.command)}` died or hung {self.max_restarts + 1} times in a row on "
+            f"{key[0]!r}: check that the command runs and speaks UCI (start it, type `uci`, then `quit`) and that "
+            "its machine has free memory"
         )
 
     def close(self) -> None:

@@ -102,6 +102,11 @@ class LoopConfig(ReadsDomainSettings):
     keep_adapters: int = 2
     """adapter versions kept in runs/<run>/adapters besides the final one (0: every one, for selfplay eval
     --checkpoints; a LoRA adapter of the default model is ~20 MB)"""
+    vllm_server: str | None = None
+    """generate on vLLM's own OpenAI-compatible server instead of in this process: auto (start one, its output in
+    runs/<run>/vllm-server.log) or the URL of one you started (`vllm serve MODEL --enable-lora --max-lora-rank R
+    --logprobs-mode processed_logprobs` with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True; --model is the same weights;
+    the adapters directory must be readable there). With --full-finetune: the URL of `trl vllm-serve` (CUDA)"""
     report_to: str = "none"
     """also report the metrics to these trackers, comma-separated (TRL report_to): tensorboard (into
     runs/<run>/tensorboard), wandb (offline into runs/<run>/wandb unless WANDB_MODE or WANDB_API_KEY is set)"""
@@ -152,6 +157,15 @@ class LoopConfig(ReadsDomainSettings):
                 raise ConfigError(f"--report-to {tracker!r}: choose none or any of {', '.join(TRACKERS)}")
         if self.rewards_only and not self.reward:
             raise ConfigError("--rewards-only needs at least one --reward module:function")
+        if self.vllm_server not in (None, "auto") and not self.vllm_server.startswith(("http://", "https://")):
+            raise ConfigError(f"--vllm-server {self.vllm_server!r}: give auto or a URL (http://host:port)")
+        if self.vllm_server and self.full_finetune and (self.vllm_server == "auto" or not torch_cuda()):
+            raise ConfigError("--full-finetune with --vllm-server: full weights reach a server through TRL's "
+                              "`trl vllm-serve` and its NCCL weight sync, on CUDA; start it and pass its URL")
+        if self.vllm_server not in (None, "auto") and self.warm_start:
+            raise ConfigError(f"--vllm-server {self.vllm_server}: a server you started serves fixed base weights, "
+                              "and the warm start makes new ones. Fine-tune first (selfplay sft), serve that model, "
+                              "and run with --model <it> --warm-start 0; or use --vllm-server auto")
         grpo_overrides(self.grpo)  # fail at parse time, not after vLLM has started
         if hasattr(self.settings, "validate"):
             self.settings.validate(self)
@@ -166,6 +180,12 @@ class LoopConfig(ReadsDomainSettings):
 
 LOOP_FIELDS = {f.name for f in dataclasses.fields(LoopConfig)}
 LOOP_DEFAULTS = {"steps": 20, "max_completion_length": 256, "learning_rate": 3e-4, "warm_start": 0, "temperature": 0.8}
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def make_config(**settings) -> LoopConfig:

@@ -10,6 +10,7 @@ the run at once, as before.
 """
 
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -29,17 +30,18 @@ def should_shield(command: str) -> bool:
     return command == "loop" and sys.stdin.isatty() and SHIELDED not in os.environ
 
 
+def die_with_parent(parent: int) -> None:
+    """In a child, before its exec: SIGTERM when the thread that started it ends (so when this process dies, even by
+    kill -9, if a thread that lives as long as the child started it)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the prctl
+        os._exit(1)
+
+
 def run_shielded() -> int:
     """Run this same command line again in its own process group, pass SIGINT on to it, return its exit status."""
-    parent = os.getpid()
-
-    def die_with_parent() -> None:  # in the child, before exec: SIGTERM when this process dies, even by kill -9
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:
-            os._exit(1)
-
     child = subprocess.Popen(sys.orig_argv, env={**os.environ, SHIELDED: "1"}, process_group=0,
-                             preexec_fn=die_with_parent)
+                             preexec_fn=functools.partial(die_with_parent, os.getpid()))
     signal.signal(signal.SIGINT, lambda signum, frame: child.send_signal(signal.SIGINT))
     echo = termios.tcgetattr(sys.stdin)
     quiet = echo[:3] + [echo[3] & ~termios.ECHOCTL] + echo[4:]  # no "^C" in the middle of the live dashboard

@@ -84,7 +84,6 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
     import torch
     from transformers import AutoTokenizer
 
-    from selfplay.policy import VLLMPolicy
     from selfplay.train import build_trainer
 
     torch.manual_seed(config.seed)
@@ -98,7 +97,7 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
     lora = not config.full_finetune
     policy = None
     try:
-        policy = VLLMPolicy(model_path, lora_rank=config.lora_rank if lora else None, seed=config.seed)
+        policy = start_policy(config, model_path, lora, run_dir)
 
         def run_eval(label: str) -> dict:
             result = evaluate(policy, tokenizer, eval_rows, reward_funcs, max_tokens=config.max_completion_length,
@@ -124,13 +123,13 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
         if config.warm_start and "fine-tuned" in results and (warm_model / "config.json").exists():
             model_path = str(warm_model)  # fine-tuned before the run stopped
             policy.close()
-            policy = VLLMPolicy(model_path, lora_rank=config.lora_rank if lora else None, seed=config.seed)
+            policy = start_policy(config, model_path, lora, run_dir)
         elif config.warm_start:  # fine-tune first (the domain's supervised targets), then GRPO from that model
             shutil.rmtree(run_dir / "warm", ignore_errors=True)  # a fine-tune cut short starts over
             model_path = domain.warm_start(config, model_path, run_dir, rewards, console, policy=policy,
                                            tokenizer=tokenizer, rows=rows)
             policy.close()
-            policy = VLLMPolicy(model_path, lora_rank=config.lora_rank if lora else None, seed=config.seed)
+            policy = start_policy(config, model_path, lora, run_dir)
             if eval_rows:
                 results["fine-tuned"] = run_eval("fine-tuned")
         done = checkpoint_iteration(checkpoint)
@@ -166,7 +165,7 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
             trainer.save_model(str(run_dir / "final"))
             del trainer  # free the trained copy before vLLM loads the saved one
             if eval_rows or domain.plays_after_training(config):
-                policy = VLLMPolicy(str(run_dir / "final"), lora_rank=None, seed=config.seed)
+                policy = start_policy(config, str(run_dir / "final"), False, run_dir)
                 policy.version = config.steps
 
         if eval_rows:
@@ -185,6 +184,21 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
         rewards.close()
 
 
+def start_policy(config: LoopConfig, model_path: str, lora: bool, run_dir):
+    """The policy the loop generates with: vLLM in this process, or its server (--vllm-server: auto or a URL).
+    A full fine-tune's policy is in-process: TRL syncs full weights into a server itself (selfplay.train)."""
+    from selfplay.policy import VLLMPolicy
+    from selfplay.vllm_server import ServerPolicy, VLLMServer
+
+    rank = config.lora_rank if lora else None
+    if not config.vllm_server or not lora:
+        return VLLMPolicy(model_path, lora_rank=rank, seed=config.seed)
+    if config.vllm_server == "auto":
+        server = VLLMServer(model_path, lora_rank=rank, seed=config.seed, log_path=run_dir / "vllm-server.log")
+        return ServerPolicy(server.start(), lora_rank=rank, server=server)
+    return ServerPolicy(config.vllm_server, lora_rank=rank)
+
+
 class EvalEvery(TrainerCallback):
     """Evaluate the policy vLLM serves every `every` iterations (not the last one: the final evaluation follows)."""
 
@@ -197,7 +211,7 @@ class EvalEvery(TrainerCallback):
 
 
 def print_header(console: Console, config: LoopConfig, run_dir, model_path: str, rewards: str) -> None:
-    """Who runs where, in five lines."""
+    """Who runs where, in five lines (six with a vLLM server)."""
     import torch
 
     device = (f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available()
@@ -205,7 +219,8 @@ def print_header(console: Console, config: LoopConfig, run_dir, model_path: str,
     training = "full fine-tune" if config.full_finetune else f"LoRA r={config.lora_rank}"
     for label, value in (("run", f"{run_dir}  ({config.domain}, seed {config.seed}, {config.steps} iterations)"),
                          ("model", f"{model_path}  ({training}, lr {config.learning_rate:g})"),
-                         ("device", device), ("rewards", rewards), ("log", f"{run_dir / 'log.txt'}")):
+                         ("device", device), *([("vllm", f"server {config.vllm_server}")] if config.vllm_server else []),
+                         ("rewards", rewards), ("log", f"{run_dir / 'log.txt'}")):
         console.print(f"[bold]{label:>7}[/] {value}", highlight=False)
 
 

@@ -12,7 +12,7 @@ plain HF model directory that `--model` accepts.
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import chess
@@ -55,7 +55,9 @@ class SFTConfig(ReadsDomainSettings):
     engine_limit: str = "depth=8"
     """Stockfish search limit: depth=N, nodes=N or time=SECONDS"""
     engine_workers: int = 0
-    """Stockfish processes in parallel (0: one per core)"""
+    """Stockfish processes in parallel (0: one per core, or one per --engine)"""
+    engine: list[str] = field(default_factory=list)
+    """a UCI engine command instead of the local Stockfish, repeatable, as the loop's --engine"""
     engine_cache: str | None = None
     """SQLite file that keeps engine evaluations across runs"""
     run: str | None = None
@@ -72,7 +74,8 @@ class SFTConfig(ReadsDomainSettings):
     def __post_init__(self):
         self.settings = chess_domain.ChessSettings(
             positions=self.positions, train_positions=self.examples, prompt_style=self.prompt_style,
-            engine_limit=self.engine_limit, engine_workers=self.engine_workers, engine_cache=self.engine_cache)
+            engine_limit=self.engine_limit, engine_workers=self.engine_workers, engine=self.engine,
+            engine_cache=self.engine_cache)
 
     def validate(self) -> None:
         if self.targets not in ("engine", "samples"):

@@ -189,8 +189,11 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
         bf16=on_cuda or torch.ops.mkldnn._is_mkldnn_bf16_supported(),
         use_cpu=not on_cuda,
     )
-    if policy is None and config.full_finetune and on_cuda:
-        settings.update(use_vllm=True, vllm_mode="colocate")  # TRL's own full-weight sync into its vLLM
+    if policy is None and config.full_finetune and on_cuda:  # TRL's own full-weight sync into its vLLM
+        if config.vllm_server:  # `trl vllm-serve` on other GPUs
+            settings.update(use_vllm=True, vllm_mode="server", vllm_server_base_url=config.vllm_server)
+        else:
+            settings.update(use_vllm=True, vllm_mode="colocate")
     if isinstance(dataset, IterableDataset):
         settings.update(shuffle_dataset=False)  # a live stream draws its own random rows; a shuffle buffer would read ahead
     settings.update(grpo_overrides(config.grpo))

@@ -9,7 +9,7 @@ import chess.engine
 import psutil
 import pytest
 
-from rewards.chess_engine import EngineError, EnginePool, parse_limit
+from rewards.chess_engine import EngineError, EnginePool, find_stockfish, parse_limit
 from selfplay.domains.chess import random_positions
 
 LIMIT = chess.engine.Limit(depth=6)
@@ -75,9 +75,25 @@ def test_engine_that_cannot_start_raises_a_clear_error(tmp_path):
     broken = tmp_path / "stockfish"
     broken.write_text("#!/bin/sh\nexit 1\n")
     broken.chmod(0o755)
-    with EnginePool(size=1, limit=LIMIT, path=str(broken)) as pool:
-        with pytest.raises(EngineError, match="3 times in a row"):
+    with EnginePool(size=1, limit=LIMIT, commands=[str(broken)]) as pool:
+        with pytest.raises(EngineError, match=f"the engine `{broken}` died or hung 3 times in a row"):
             pool.score_moves(batch(1))
+
+
+def test_an_engine_given_as_a_command_scores_as_stockfish_does(tmp_path):
+    """--engine CMD: a wrapper script (as `ssh host stockfish` would be) with arguments, two processes taking it
+    in turn with the plain binary; the same rewards as a pool of the local Stockfish, and the wrapper ran."""
+    started = tmp_path / "started"
+    wrapper = tmp_path / "remote stockfish.sh"  # a space in the path: the command is split as a shell would
+    wrapper.write_text(f'#!/bin/sh\necho "$1" >> "{started}"\nexec {find_stockfish()}\n')
+    wrapper.chmod(0o755)
+    pairs = batch(6, seed=5)
+    with EnginePool(size=2, limit=LIMIT) as local:
+        expected = local.score_moves(pairs)
+    with EnginePool(size=2, limit=LIMIT, commands=[f"'{wrapper}' box1", find_stockfish()]) as pool:
+        assert pool.score_moves(pairs) == expected
+        assert [engine.command for engine in pool.engines] == [[str(wrapper), "box1"], [find_stockfish()]]
+    assert started.read_text().split() == ["box1"]
 
 
 @pytest.mark.parametrize("text", ["depth=0", "nodes=abc", "speed=3", "", "time=-1"])

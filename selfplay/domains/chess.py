@@ -11,7 +11,7 @@ Held-out figures come with the random-legal and greedy reference players beside 
 
 import functools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import chess
@@ -176,10 +176,10 @@ def warm_start(config, model_path: str, run_dir: Path, rewards: Rewards, console
 
 
 def engine_pool(config) -> EnginePool:
-    """The engine pool the settings ask for: `engine_workers` Stockfish processes (0: one per core) searching to
-    `engine_limit`, with the `engine_cache` file."""
+    """The engine pool the settings ask for: `engine_workers` processes of Stockfish or of the `engine` commands
+    (0: one per core, or per command) searching to `engine_limit`, with the `engine_cache` file."""
     return EnginePool(size=config.engine_workers or None, limit=parse_limit(config.engine_limit),
-                      cache_path=config.engine_cache)
+                      commands=config.engine, cache_path=config.engine_cache)
 
 
 def score_loss_of(engine_reward):
@@ -238,7 +238,11 @@ class ChessSettings:
     engine_limit: str = "depth=8"
     """Stockfish search limit for rewards: depth=N, nodes=N or time=SECONDS"""
     engine_workers: int = 0
-    """Stockfish processes scoring in parallel (0: one per core)"""
+    """Stockfish processes scoring in parallel (0: one per core, or one per --engine)"""
+    engine: list[str] = field(default_factory=list)
+    """a UCI engine command scoring the rewards instead of the local Stockfish, repeatable: any command that speaks
+    UCI on stdin/stdout, e.g. "ssh box1 stockfish" (one process per --engine; with --engine-workers N, N processes
+    taking the commands in turn)"""
     engine_cache: str | None = None
     """SQLite file that keeps engine evaluations across runs (unset: in memory only)"""
     prompt_style: str = "san"
@@ -356,7 +360,8 @@ class ChessDomain(Domain):
         return [position_row(Position(fen), config.prompt_style) for fen in random_positions(count, seed=config.seed)]
 
     def describe(self, config, rewards: Rewards) -> str:
-        return f"Stockfish, {config.engine_limit}, {rewards.resources[0].pool.size} processes"
+        engines = f"{len(config.engine)} engine commands" if config.engine else "Stockfish"
+        return f"{engines}, {config.engine_limit}, {rewards.resources[0].pool.size} processes"
 
     def plays_after_training(self, config) -> bool:
         return bool(config.games)
