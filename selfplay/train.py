@@ -57,8 +57,8 @@ class VLLMRollout:
             top_p=args.top_p,
             top_k=args.top_k or 0,  # TRL: 0 or None = off; vLLM: 0 = off
             stop=self.stop,
-            # seeded by run seed and iteration: a resumed run samples what the uninterrupted one would have
-            seed=(args.seed * 1_000_003 + trainer.state.global_step) * 1_000,
+            # seeded by run seed, iteration and process: a resumed run samples what the uninterrupted one would have
+            seed=(args.seed * 1_000_003 + trainer.state.global_step) * 1_000 + trainer.accelerator.process_index * 2**40,
         )
         seconds = time.perf_counter() - start
         out = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "policy_version": []}
@@ -81,15 +81,28 @@ class VLLMRollout:
 
 class SyncPolicy(TrainerCallback):
     """After every optimizer step, save the LoRA adapter and make vLLM serve it as the next policy version; keep the
-    newest `keep` versions on disk (0: all; vLLM has loaded the older ones already)."""
+    newest `keep` versions on disk (0: all; vLLM has loaded the older ones already). With several trainer processes
+    (their weights are the same after each step), the first saves it and loads it into the server they share, and
+    the others sample from it once it is loaded."""
 
     def __init__(self, policy, adapters_dir: Path, keep: int = 2):
         self.policy, self.adapters_dir, self.keep = policy, adapters_dir, keep
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         path = self.adapters_dir / f"v{state.global_step}"
-        model.save_pretrained(path)  # a PEFT model saves only the adapter (a few MB)
-        self.policy.load_adapter(path, state.global_step)
+        if args.world_size > 1:
+            from accelerate import PartialState
+
+            if state.is_world_process_zero:
+                model.save_pretrained(path)
+                self.policy.load_adapter(path, state.global_step)
+            PartialState().wait_for_everyone()
+            if not state.is_world_process_zero:
+                self.policy.follow(path, state.global_step)
+                return
+        else:
+            model.save_pretrained(path)  # a PEFT model saves only the adapter (a few MB)
+            self.policy.load_adapter(path, state.global_step)
         if self.keep:
             for old in sorted(self.adapters_dir.glob("v*"), key=lambda p: int(p.name[1:]))[:-self.keep]:
                 shutil.rmtree(old)
@@ -164,7 +177,8 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
         # micro-batches accumulated into one optimizer step per iteration: a whole iteration's activations at
         # once would need tens of GB on CPU
         per_device_train_batch_size=config.micro_batch_size,
-        gradient_accumulation_steps=config.prompts_per_step * config.num_generations // config.micro_batch_size,
+        gradient_accumulation_steps=(config.prompts_per_step * config.num_generations
+                                     // (config.micro_batch_size * config.num_processes)),
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,

@@ -54,7 +54,8 @@ class VLLMServer:
             "--dtype", "auto" if on_cuda else "float32",  # float32 on CPU: see selfplay.policy
             *(["--enable-lora", "--max-lora-rank", str(next(r for r in VLLM_LORA_RANKS if r >= lora_rank)),
                 "--max-loras", "1"] if lora_rank else []),
-            *([] if on_cuda else ["--enforce-eager", "--kv-cache-memory-bytes", str(cpu_kv_cache_bytes),
+            # CUDA: a share of the GPU, as the in-process engine takes (trainer processes may share it)
+            *(["--gpu-memory-utilization", "0.3"] if on_cuda else ["--enforce-eager", "--kv-cache-memory-bytes", str(cpu_kv_cache_bytes),
                                   "--no-enable-chunked-prefill"]),
             *(extra_args or []),
         ]
@@ -141,6 +142,10 @@ class ServerPolicy:
         self._load(self.lora)
         if previous and previous[0] != name:
             self._call("POST", "/v1/unload_lora_adapter", {"lora_name": previous[0]}, recover=False)
+
+    def follow(self, adapter_dir: str, version: int) -> None:
+        """Sample from the adapter that another client (the first trainer process) has loaded as `version`."""
+        self.lora, self.version = (f"policy-v{version}", str(Path(adapter_dir).resolve())), version
 
     def _load(self, lora) -> None:
         self._call("POST", "/v1/load_lora_adapter", {"lora_name": lora[0], "lora_path": lora[1]}, recover=False)
