@@ -15,10 +15,12 @@ after the other in this run:
 Both updates run under bfloat16 autocast (TRL's default) on a CPU that has it.
 
 Throughput counts the training loop (`trainer.train()`); the one-time start (model load, vLLM start) is reported
-separately. Results go to bench/results/loop_throughput.json.
+separately. Results go to bench/results/loop_throughput.json (or --out). Where vLLM is not installed (the GPU
+machines of bench/gpu_check.sh), ours generates with HF too, and the JSON says so (`generation`).
 """
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from pathlib import Path
 
 
 def measure(variant: str, steps: int, prompts: int, group: int) -> dict:
+    import torch
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -42,11 +45,12 @@ def measure(variant: str, steps: int, prompts: int, group: int) -> dict:
     rewards = chess_domain.rewards(config)
     reward_funcs, weights = rewards.funcs, rewards.weights
     out = Path(tempfile.mkdtemp(prefix=f"bench-{variant}-"))
+    generation = "vllm" if importlib.util.find_spec("vllm") else "hf"  # the GPU machines here have no vLLM
     if variant == "ours":
         from selfplay.policy import VLLMPolicy
         from selfplay.train import build_trainer
 
-        policy = VLLMPolicy(model, lora_rank=config.lora_rank)
+        policy = VLLMPolicy(model, lora_rank=config.lora_rank) if generation == "vllm" else None
         trainer = build_trainer(config, model, dataset, reward_funcs, weights, policy, out, {}, [])
     else:
         args = GRPOConfig(
@@ -60,8 +64,9 @@ def measure(variant: str, steps: int, prompts: int, group: int) -> dict:
             reward_weights=weights,
             report_to=[],
             save_strategy="no",
-            use_cpu=True,
+            use_cpu=not torch.cuda.is_available(),
         )
+        generation = "hf"
         trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset)
     startup = time.perf_counter() - start
     start = time.perf_counter()
@@ -71,6 +76,8 @@ def measure(variant: str, steps: int, prompts: int, group: int) -> dict:
     completions = steps * prompts * group
     return {
         "variant": variant,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "generation": generation,
         "completions": completions,
         "train_seconds": seconds,
         "startup_seconds": startup,
@@ -84,6 +91,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--out", default="bench/results/loop_throughput.json")
     parser.add_argument("--variant", choices=["ours", "trl"], help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     if args.variant:
@@ -103,8 +111,8 @@ def main() -> None:
     results["ratio_with_startup"] = (
         results["ours"]["completions_per_minute_with_startup"] / results["trl"]["completions_per_minute_with_startup"]
     )
-    Path("bench/results").mkdir(parents=True, exist_ok=True)
-    Path("bench/results/loop_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"ours / TRL default = {results['ratio']:.2f}x (with start-up: {results['ratio_with_startup']:.2f}x)")
 
 

@@ -1,4 +1,5 @@
-"""Shared-prefix logprobs equal TRL's own, value and gradient, on a tiny random Llama with a LoRA adapter."""
+"""Shared-prefix logprobs equal TRL's own, value and gradient, on a tiny random Llama with a LoRA adapter (on CUDA
+where there is a GPU: bench/gpu_check.sh)."""
 
 import pytest
 import torch
@@ -43,7 +44,7 @@ def batch():
 
 
 def logps_and_grads(trainer, compute):
-    input_ids, attention_mask = batch()
+    input_ids, attention_mask = (t.to(trainer.accelerator.device) for t in batch())  # CUDA where the trainer is
     trainer.model.zero_grad()
     logps, entropies, _ = compute(trainer.model, input_ids, attention_mask, 4, compute_entropy=True)
     completion_mask = attention_mask[:, -4:].bool()
