@@ -52,6 +52,9 @@ CONFIGS = {
     "chess-default": ("the default `make loop DOMAIN=chess`: fine-tune on 1000 engine moves (750 playouts, 250 "
                       "generated mates in one) inside the loop, then 20 GRPO steps on the engine reward at lr 3e-5",
                       ["--domain", "chess"]),
+    "chess-bonus1-lr1e-4": ("the default with a best-move bonus (weight 1, Chess-R1's) on the engine reward, GRPO at "
+                            "lr 1e-4: does singling out the engine's move keep the tactics a higher rate unlearned?",
+                            ["--domain", "chess", "--best-move-bonus", "1", "--learning-rate", "1e-4"]),
     "chess-long": ("`selfplay loop --preset long`: the default with a fine-tune on 4000 engine moves, 40 GRPO steps, "
                    "and 20 games against Stockfish UCI_Elo 1350 at the end",
                    ["--domain", "chess", "--preset", "long"]),

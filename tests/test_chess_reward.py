@@ -104,3 +104,15 @@ def test_hundred_kilobyte_and_unicode_outputs_score_zero(engine):
     outputs = ["ü" * 100_000, "\ud83d\ude00" * 5000, "#" * 100_000]
     assert engine.engine_reward([None] * 3, outputs, fen=[START] * 3) == [0.0, 0.0, 0.0]
     assert format_reward([None] * 3, outputs) == [0.0, 0.0, 0.0]
+
+
+def test_the_best_move_bonus_weighs_the_engines_own_move_beside_the_train_reward():
+    from selfplay.config import make_config
+    from selfplay.domains import chess as chess_domain
+
+    for bonus, train_reward in ((0.0, "engine"), (0.5, "engine"), (1.0, "rank")):
+        rewards = chess_domain.rewards(make_config(best_move_bonus=bonus, train_reward=train_reward))
+        weights = {f.__name__: w for f, w in zip(rewards.funcs, rewards.weights)}
+        rewards.close()
+        assert weights[f"{train_reward}_reward"] == 1.0 and weights["best_move_reward"] == bonus
+        assert sum(weights.values()) == 1.0 + bonus

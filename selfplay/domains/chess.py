@@ -193,12 +193,13 @@ def score_loss_of(engine_reward):
 
 
 def rewards(config) -> Rewards:
-    """The reward functions, their weights (`--train-reward`, engine or rank, trains; the others are logged
-    metrics), and the engine pool they share, closed at the end."""
+    """The reward functions, their weights (`--train-reward`, engine or rank, trains, with `--best-move-bonus` on
+    the engine's own move; the others are logged metrics), and the engine pool they share, closed at the end."""
     chess_rewards = ChessRewards(engine_pool(config))
     funcs = [chess_rewards.engine_reward, chess_rewards.rank_reward, legal_move_reward, chess_rewards.best_move_reward,
              solve_reward, format_reward, score_loss_of(chess_rewards.engine_reward)]
     weights = [float(f.__name__ == f"{config.train_reward}_reward") for f in funcs]
+    weights[funcs.index(chess_rewards.best_move_reward)] += config.best_move_bonus
     return Rewards(funcs, weights, [chess_rewards])
 
 
@@ -251,6 +252,9 @@ class ChessSettings:
     train_reward: str = "engine"
     """chess reward the policy trains on: engine (expected score against the best move) or rank (rank of the move
     among the legal moves by engine score); the other rewards are logged"""
+    best_move_bonus: float = 0.0
+    """weight of a bonus for the engine's best move (best_move_reward, 1 or 0) added to the train reward, as
+    Chess-R1 did: the engine reward scores every move that keeps the balance near 1, the bonus singles out the best"""
     positions: str = "random:3,mate_in_one:1"
     """training positions: random (seeded playouts), mate_in_one (generated), a file (.epd .pgn .fen .txt, Lichess
     puzzle .csv), or a weighted mix like puzzles.csv:3,random:1"""
@@ -278,7 +282,7 @@ class ChessSettings:
     """sampled retries after an illegal answer in a game; then the game is lost"""
 
     def validate(self, config) -> None:
-        for name in ("engine_workers", "train_positions", "eval_positions", "games", "retries"):
+        for name in ("engine_workers", "train_positions", "eval_positions", "games", "retries", "best_move_bonus"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
         check_engine_limit("--engine-limit", self.engine_limit)
