@@ -130,6 +130,8 @@ class ServerPolicy:
         self.lora_enabled = lora_rank is not None
         self.version, self.lora = 0, None  # lora: the adapter's name on the server, None = the base model
         self.http = requests.Session()
+        self.http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=64))  # one connection per prompt
+        self.http.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=64))
         self.model = self._call("GET", "/v1/models")["data"][0]["id"]  # the base model's name on the server
 
     def load_adapter(self, adapter_dir: str, version: int) -> None:
@@ -148,7 +150,12 @@ class ServerPolicy:
         self.lora, self.version = (f"policy-v{version}", str(Path(adapter_dir).resolve())), version
 
     def _load(self, lora) -> None:
-        self._call("POST", "/v1/load_lora_adapter", {"lora_name": lora[0], "lora_path": lora[1]}, recover=False)
+        try:
+            self._call("POST", "/v1/load_lora_adapter", {"lora_name": lora[0], "lora_path": lora[1]}, recover=False)
+        except PolicyError as error:
+            raise PolicyError(f"{error}. The server must run with --enable-lora, --max-lora-rank at least the "
+                              "adapter's, and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True in its environment, and read "
+                              f"{lora[1]}") from None
 
     def generate(self, prompts: list[list[int]], *, n: int, max_tokens: int | list[int], temperature: float,
                  top_p: float = 1.0, top_k: int = 0, stop: list[str] | None = None, include_stop: bool = False,

@@ -185,3 +185,40 @@ def test_a_server_the_loop_started_goes_with_it_even_after_kill_9(tiny_model, tm
         owner.wait()
     gone, alive = psutil.wait_procs(processes, timeout=60)
     assert alive == []
+
+
+def test_a_server_that_cannot_load_adapters_is_an_error_that_says_how_to_start_it(tmp_path):
+    """A stand-in HTTP server (fake: it lists a model and has no LoRA routes, as vLLM without
+    VLLM_ALLOW_RUNTIME_LORA_UPDATING): loading an adapter names the URL and the flags the server needs."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from selfplay.vllm_server import ServerPolicy
+
+    class FakeServerWithoutLoRA(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.answer(200, b'{"data": [{"id": "base"}]}')
+
+        def do_POST(self):
+            self.answer(404, b'{"detail": "Not Found"}')
+
+        def answer(self, status, body):
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeServerWithoutLoRA)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        policy = ServerPolicy(url, lora_rank=16, timeout=5)
+        assert policy.model == "base"
+        with pytest.raises(PolicyError, match=rf"{url} refused /v1/load_lora_adapter: 404.*--enable-lora.*"
+                                              "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"):
+            policy.load_adapter(str(tmp_path), 1)
+    finally:
+        server.shutdown()
