@@ -129,6 +129,7 @@ class ServerPolicy:
         self.url, self.server, self.timeout = url.rstrip("/"), server, timeout
         self.lora_enabled = lora_rank is not None
         self.version, self.lora = 0, None  # lora: the adapter's name on the server, None = the base model
+        self.recovering, self.recoveries = threading.Lock(), 0  # requests in flight fail together: recover once
         self.http = requests.Session()
         self.http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=64))  # one connection per prompt
         self.http.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=64))
@@ -184,6 +185,7 @@ class ServerPolicy:
         """One request; a server that does not answer gets a restart (auto) or a few reconnects, then PolicyError."""
         waits = (0,) if self.server else RECONNECT_WAITS
         for attempt in range(len(waits) + 1):
+            recoveries = self.recoveries
             try:
                 response = self.http.request(method, self.url + path, json=body, timeout=self.timeout)
             except requests.RequestException as error:
@@ -198,9 +200,12 @@ class ServerPolicy:
                 failure = RuntimeError(f"{response.status_code} {response.text[:300]}")
             if not recover or attempt == len(waits):
                 break
-            log.warning("the vLLM server at %s failed on %s (%s); %s", self.url, path, failure,
-                        "restarting it" if self.server else f"trying again in {waits[attempt]} s")
-            self._recover(waits[attempt])
+            with self.recovering:
+                if self.recoveries == recoveries:  # else another request's recovery came after this one failed
+                    log.warning("the vLLM server at %s failed on %s (%s); %s", self.url, path, failure,
+                                "restarting it" if self.server else f"trying again in {waits[attempt]} s")
+                    self._recover(waits[attempt])
+                    self.recoveries += 1
         raise PolicyError(f"the vLLM server at {self.url} does not answer ({failure}). Check that it runs and is "
                           "reachable from here" + (f"; its output is in {self.server.log_path}" if self.server else
                                                    ", or let the loop start its own with --vllm-server auto"))
