@@ -41,6 +41,10 @@ def test_model_directory_without_config(capfd, tmp_path):
         (["--domain", "code", "--preset", "long"], "the code domain's presets are none"),
         (["--games", "-1"], "--games must be 0 or more"),
         (["--games", "2", "--elo", "900"], "outside this Stockfish's UCI_Elo range"),
+        (["--best-move-bonus", "-1"], "--best-move-bonus must be 0 or more"),
+        (["--num-processes", "0"], "--num-processes must be at least 1"),
+        (["--vllm-server", "gpu-box:8000"], "give auto or a URL"),
+        (["--num-processes", "2", "--accelerate-config", "missing.yaml"], "choose ddp, zero2, fsdp"),
     ],
 )
 def test_malformed_flags(capfd, tmp_path, flags, message):
