@@ -55,6 +55,11 @@ CONFIGS = {
     "chess-bonus1-lr1e-4": ("the default with a best-move bonus (weight 1, Chess-R1's) on the engine reward, GRPO at "
                             "lr 1e-4: does singling out the engine's move keep the tactics a higher rate unlearned?",
                             ["--domain", "chess", "--best-move-bonus", "1", "--learning-rate", "1e-4"]),
+    "chess-knobs": ("the default with TRL's knobs against drift and collapse: KL to the fine-tuned model (beta 0.04), "
+                    "unscaled advantages (scale_rewards none), clip-higher (epsilon_high 0.28), the best-move bonus, "
+                    "GRPO at lr 1e-4",
+                    ["--domain", "chess", "--beta", "0.04", "--scale-rewards", "none", "--grpo", "epsilon_high=0.28",
+                     "--best-move-bonus", "1", "--learning-rate", "1e-4"]),
     "chess-long": ("`selfplay loop --preset long`: the default with a fine-tune on 4000 engine moves, 40 GRPO steps, "
                    "and 20 games against Stockfish UCI_Elo 1350 at the end",
                    ["--domain", "chess", "--preset", "long"]),

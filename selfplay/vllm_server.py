@@ -142,17 +142,19 @@ class ServerPolicy:
         previous, name = self.lora, f"policy-v{version}"
         self.lora = (name, str(Path(adapter_dir).resolve()))
         self.version = version
-        self._load(self.lora)
-        if previous and previous[0] != name:
+        recoveries = self.recoveries
+        self._load(self.lora, recover=True)  # a server that dies here is restarted (auto) and given this adapter
+        if previous and previous[0] != name and self.recoveries == recoveries:  # a restarted one never had it
             self._call("POST", "/v1/unload_lora_adapter", {"lora_name": previous[0]}, recover=False)
 
     def follow(self, adapter_dir: str, version: int) -> None:
         """Sample from the adapter that another client (the first trainer process) has loaded as `version`."""
         self.lora, self.version = (f"policy-v{version}", str(Path(adapter_dir).resolve())), version
 
-    def _load(self, lora) -> None:
+    def _load(self, lora, recover: bool = False) -> None:
+        body = {"lora_name": lora[0], "lora_path": lora[1], "load_inplace": True}  # loading twice is harmless
         try:
-            self._call("POST", "/v1/load_lora_adapter", {"lora_name": lora[0], "lora_path": lora[1]}, recover=False)
+            self._call("POST", "/v1/load_lora_adapter", body, recover=recover)
         except PolicyError as error:
             raise PolicyError(f"{error}. The server must run with --enable-lora, --max-lora-rank at least the "
                               "adapter's, and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True in its environment, and read "

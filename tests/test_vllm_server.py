@@ -103,16 +103,11 @@ def test_a_server_at_a_url_that_dies_stops_the_run_naming_it_with_no_half_iterat
     assert checkpoints[-1] == done[-1]  # resumable from the last whole iteration
 
 
-@pytest.mark.slow
-def test_served_logprobs_match_the_trainers_for_a_runtime_loaded_adapter(tiny_model, tmp_path):
-    """The logprob agreement of test_loop, through the server: an adapter with non-zero weights is loaded at
-    runtime; the logprobs the server reports equal the trainer's with that adapter, not the base model's."""
+def save_random_adapter(tiny_model, path):
+    """A LoRA adapter of the tiny model with non-zero weights, saved to `path`; the PEFT model is returned."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from selfplay.vllm_server import ServerPolicy, VLLMServer
-    from test_loop import LOGPROB_TOLERANCE
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
@@ -121,7 +116,46 @@ def test_served_logprobs_match_the_trainers_for_a_runtime_loaded_adapter(tiny_mo
         for name, weight in model.named_parameters():
             if "lora_B" in name:
                 weight.normal_(0, 0.05)
-    model.save_pretrained(tmp_path / "adapter")
+    model.save_pretrained(path)
+    return model
+
+
+@pytest.mark.slow
+def test_a_server_that_dies_before_an_adapter_load_is_restarted_with_that_adapter(tiny_model, tmp_path):
+    """The race CI met: the loop's server killed just before the next version's load. The load restarts it, the
+    new version is served, and the old one is unloaded where it was loaded (never unloaded on the new server)."""
+    from selfplay.vllm_server import ServerPolicy, VLLMServer
+
+    save_random_adapter(tiny_model, tmp_path / "adapter")
+    server = VLLMServer(tiny_model, lora_rank=16, log_path=tmp_path / "server.log")
+    policy = ServerPolicy(server.start(), lora_rank=16, server=server)
+    try:
+        served = lambda: [m["id"] for m in policy._call("GET", "/v1/models")["data"]]  # noqa: E731
+        policy.load_adapter(str(tmp_path / "adapter"), 1)
+        policy.load_adapter(str(tmp_path / "adapter"), 2)
+        assert "policy-v2" in served() and "policy-v1" not in served()
+        first = server.process.pid
+        os.killpg(first, signal.SIGKILL)
+        server.process.wait()
+        policy.load_adapter(str(tmp_path / "adapter"), 3)
+        assert server.process.pid != first and policy.recoveries == 1
+        assert "policy-v3" in served() and "policy-v2" not in served()
+        [[completion]] = policy.generate([[1, 504, 3300]], n=1, max_tokens=4, temperature=1.0, seed=0)
+        assert len(completion.completion_ids) == 4
+    finally:
+        policy.close()
+
+
+@pytest.mark.slow
+def test_served_logprobs_match_the_trainers_for_a_runtime_loaded_adapter(tiny_model, tmp_path):
+    """The logprob agreement of test_loop, through the server: an adapter with non-zero weights is loaded at
+    runtime; the logprobs the server reports equal the trainer's with that adapter, not the base model's."""
+    import torch
+
+    from selfplay.vllm_server import ServerPolicy, VLLMServer
+    from test_loop import LOGPROB_TOLERANCE
+
+    model = save_random_adapter(tiny_model, tmp_path / "adapter")
     prompt = [1, 504, 3300, 314, 253, 1109, 30]
     server = VLLMServer(tiny_model, lora_rank=16, log_path=tmp_path / "server.log")
     policy = ServerPolicy(server.start(), lora_rank=16, server=server)
