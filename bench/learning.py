@@ -30,7 +30,7 @@ CACHE = "--engine-cache=" + str(Path("~/.cache/selfplay/engine-evals.sqlite").ex
 
 # GRPO as it first ran: from the model as it is, on random playouts, at lr 3e-4 (the defaults have moved since)
 FIRST = ["--domain", "chess", "--warm-start", "0", "--positions", "random", "--learning-rate", "3e-4"]
-# name -> (what it tries, selfplay loop flags[, selfplay sft flags])
+# name -> (what it tries, selfplay loop flags[, selfplay sft flags, ...]): each fine-tune starts from the last
 CONFIGS = {
     "chess-uci-sorted": ("the first default: FEN + board + sorted UCI list, answers to the token budget, 20 steps",
                          [*FIRST, "--prompt-style", "uci", "--steps", "20"]),
@@ -60,6 +60,13 @@ CONFIGS = {
                     "GRPO at lr 1e-4",
                     ["--domain", "chess", "--beta", "0.04", "--scale-rewards", "none", "--grpo", "epsilon_high=0.28",
                      "--best-move-bonus", "1", "--learning-rate", "1e-4"]),
+    "chess-ei": ("expert iteration after the default's fine-tune: the fine-tuned model samples 8 answers at "
+                 "temperature 1 for 1000 other training positions, keeps its best where it is as good as the engine's "
+                 "best move (engine reward 1.0), is fine-tuned on those, then the default's 20 GRPO steps",
+                 ["--domain", "chess", "--warm-start", "0"],
+                 ["--targets", "engine", "--examples", "1000", "--positions", "random:3,mate_in_one:1"],
+                 ["--targets", "samples", "--examples", "1000", "--positions", "random:3,mate_in_one:1",
+                  "--min-reward", "1.0"]),
     "chess-long": ("`selfplay loop --preset long`: the default with a fine-tune on 4000 engine moves, 40 GRPO steps, "
                    "and 20 games against Stockfish UCI_Elo 1350 at the end",
                    ["--domain", "chess", "--preset", "long"]),
@@ -80,15 +87,22 @@ def run(name: str, seed: int) -> dict:
     extra = ["--eval-file", CHESS_SETS, CACHE] if "chess" in flags else []
     selfplay = str(Path(sys.executable).with_name("selfplay"))
     start = time.perf_counter()
-    if sft:  # the fine-tuned model is kept and shared by every configuration with the same sft flags and seed
-        warm = f"learning-sft-{'-'.join(arg.lstrip('-') for arg in sft[0])}-s{seed}"
-        if not Path(f"runs/{warm}/model").is_dir():
-            subprocess.run([selfplay, "sft", *sft[0], CACHE, "--seed", str(seed), "--run", warm], check=True)
-        extra += ["--model", f"runs/{warm}/model"]
+    reused = 0.0  # seconds of fine-tunes made by an earlier configuration: this one's wall counts them too
+    warms = []  # the fine-tunes, in order: each starts from the model of the one before it
+    for k, stage in enumerate(sft):  # a fine-tuned model is kept and shared by configurations with its stages, seed
+        flags_name = "-".join(arg.lstrip("-") for arg in stage)
+        warm = f"{warms[-1]}-then-{flags_name}" if warms else f"learning-sft-{flags_name}-s{seed}"
+        if Path(f"runs/{warm}/model").is_dir():
+            reused += sft_seconds(warm)
+        else:
+            base = ["--model", f"runs/{warms[-1]}/model"] if warms else []
+            stage_seed = str(seed + 1000 * k)  # a later fine-tune draws other training positions
+            subprocess.run([selfplay, "sft", *stage, *base, CACHE, "--seed", stage_seed, "--run", warm], check=True)
+        warms.append(warm)
+    if warms:
+        extra += ["--model", f"runs/{warms[-1]}/model"]
     done = subprocess.run([selfplay, "loop", *flags, *extra, "--seed", str(seed), "--run", run_name])
-    wall = time.perf_counter() - start
-    if sft and wall < sft_seconds(warm):  # a fine-tune made by an earlier configuration: count its time too
-        wall += sft_seconds(warm)
+    wall = time.perf_counter() - start + reused
     if done.returncode:
         return {"config": name, "seed": seed, "what": what, "flags": flags, "run": run_name,
                 "returncode": done.returncode}
@@ -184,10 +198,10 @@ def table(results: list[dict]) -> str:
             lines.append(f"| {r['config']} | {r['seed']} | failed (exit {r['returncode']}) ||||||||")
             continue
         entry = CONFIGS.get(r["config"], ("", []))
-        sft = tuple(entry[2]) if len(entry) > 2 else ()
+        sft = " then sft ".join(" ".join(stage) for stage in entry[2:])
         if sft and (sft, r["seed"]) not in shown:
             shown.add((sft, r["seed"]))
-            lines.append(row(f"fine-tuned only: sft {' '.join(sft)}", r["seed"], r["sets"], "before", "", ""))
+            lines.append(row(f"fine-tuned only: sft {sft}", r["seed"], r["sets"], "before", "", ""))
         elif "fine-tuned" in r["sets"].get("playouts", {}).get("skill", {}):  # the loop's own warm start
             lines.append(row(f"{r['config']}: fine-tuned, before GRPO", r["seed"], r["sets"], "fine-tuned", "", ""))
         lines.append(row(r["config"], r["seed"], r["sets"], "after", f"{100 * r['top_answer_share']:.0f}%",
@@ -239,8 +253,8 @@ def main() -> None:
     if args.list:
         for name, (what, flags, *sft) in CONFIGS.items():
             print(f"{name:24} {what}")
-            if sft:
-                print(f"{'':24} selfplay sft {' '.join(sft[0])}")
+            for stage in sft:
+                print(f"{'':24} selfplay sft {' '.join(stage)}")
             print(f"{'':24} selfplay loop {' '.join(flags)}")
         return
     unknown = [name for name in args.configs if name not in CONFIGS]
