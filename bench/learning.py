@@ -6,7 +6,8 @@
     python bench/learning.py --rescore                   # rebuild the results from their run dirs
 
 Each configuration is `selfplay loop` with its flags, after `selfplay sft` with its own flags where it has them (the
-loop then starts from the fine-tuned model, and its "before" is the fine-tuned model's).
+loop then starts from the fine-tuned model, and its "before" is the fine-tuned model's); several fine-tunes run in
+order, each from the model of the one before it and on other training positions (expert iteration).
 
 Chess runs are scored before and after on the loop's random
 playouts, bench/data/mate_in_one.epd and bench/data/winning_move.epd (`python bench/make_heldout_epd.py`); code runs
