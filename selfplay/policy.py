@@ -109,11 +109,13 @@ class VLLMPolicy:
         stop: list[str] | None = None,
         include_stop: bool = False,
         seed: int | None = None,
+        on_group=None,
     ) -> list[list[Completion]]:
         """`n` sampled completions for each tokenized prompt (temperature 0 = greedy), within `max_tokens` (one budget,
         or one per prompt). With `seed`, prompt i samples from its own generator seeded `seed + i`: the same call
         gives the same samples, also after a restart. A completion's text ends before the stop string that ended it,
-        or after it with `include_stop`; its token ids always hold the whole last token."""
+        or after it with `include_stop`; its token ids always hold the whole last token. `on_group(i, completions)`
+        is called as soon as prompt i's group is done, while the others generate (again after a restart)."""
         from vllm import SamplingParams, TokensPrompt
 
         budgets = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(prompts)
@@ -131,22 +133,34 @@ class VLLMPolicy:
                 seed=None if seed is None else seed + i,
             )
 
+        def group(out) -> list[Completion]:
+            return [Completion(list(c.token_ids), [lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)], c.text,
+                               c.stop_reason) for c in out.outputs]
+
         params = [sampling(i) for i in range(len(prompts))]
         requests = [TokensPrompt(prompt_token_ids=ids) for ids in prompts]
-        outputs = self._generate(requests, params)
-        return [
-            [
-                Completion(list(c.token_ids), [lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)], c.text,
-                           c.stop_reason)
-                for c in out.outputs
-            ]
-            for out in outputs
-        ]
+        groups: list = [None] * len(prompts)
 
-    def _generate(self, requests, params):
+        def done(i: int, out) -> None:
+            groups[i] = group(out)
+            if on_group is not None:
+                on_group(i, groups[i])
+
+        self._generate(requests, params, done)
+        return groups
+
+    def _generate(self, requests, params, done) -> None:
+        """Run the requests through the engine (what `LLM.generate` does), calling `done(i, output)` as each ends."""
         for attempt in range(2):
             try:
-                return self.llm.generate(requests, params, lora_request=self.lora, use_tqdm=False)
+                first = self.llm.request_counter.counter  # LLM numbers its requests in order from here
+                self.llm.enqueue(requests, params, lora_request=self.lora, use_tqdm=False)
+                engine = self.llm.llm_engine
+                while engine.has_unfinished_requests():
+                    for out in engine.step():
+                        if out.finished:
+                            done(int(out.request_id) - first, out)
+                return
             except Exception as error:  # EngineDeadError and friends: restart once, then give up loudly
                 if attempt == 1:
                     raise PolicyError(

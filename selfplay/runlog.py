@@ -99,6 +99,7 @@ class RunLogger(TrainerCallback):
             "gen/tokens_per_s": stats.get("gen/tokens_per_s"),
             "reward/evals_per_s": stats.get("reward/evals", 0) / max(stats.get("reward/seconds", 0.0), 1e-9),
             "time/step_s": time.perf_counter() - self.step_start if self.step_start else None,
+            "time/reward_wait_s": stats.get("reward/wait_s"),  # rewards left after generation (the rest overlapped)
             **{k: v for k, v in stats.items() if k.startswith("selfplay/")},
             "trl": {k: _clean(v) for k, v in logs.items()},
         }
@@ -107,6 +108,7 @@ class RunLogger(TrainerCallback):
         samples = self._write_samples(state.global_step, stats.get("policy_version"))
         stats.pop("reward/evals", None)
         stats.pop("reward/seconds", None)
+        stats.pop("reward/wait_s", None)
         if self.on_metrics:
             self.on_metrics(row, samples)
 

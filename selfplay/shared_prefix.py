@@ -49,6 +49,10 @@ def prompt_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_
 
 
 class SharedPrefixGRPOTrainer(GRPOTrainer):
+    def _generate_and_score_completions(self, inputs):
+        self.rollout_inputs = inputs  # the batch's rows, for the rollout to score each group as it arrives
+        return super()._generate_and_score_completions(inputs)
+
     def _prepare_inputs(self, generation_batch):
         one_step = self.num_iterations == 1 and self.args.steps_per_generation == self.args.gradient_accumulation_steps
         with groups_kept_together() if one_step else contextlib.nullcontext():

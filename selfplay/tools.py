@@ -44,11 +44,13 @@ class Tool:
 
 
 def sample(policy, tokenizer, prompts: list[list[int]], tools: list[Tool], *, n: int, max_tokens: int,
-           stop: list[str] | None = None, seed: int | None = None, **sampling) -> list[list[Completion]]:
+           stop: list[str] | None = None, seed: int | None = None, on_group=None, **sampling) -> list[list[Completion]]:
     """`policy.generate` with tool calls answered inside the answers (see the module's docstring): `n` completions per
-    prompt, each with its text decoded from its tokens, results included, and its `env_mask`."""
+    prompt, each with its text decoded from its tokens, results included, and its `env_mask`. `on_group(i, group)`
+    is called once per prompt with its finished group: as it finishes without tools, at the end with them."""
     if not tools:
-        return policy.generate(prompts, n=n, max_tokens=max_tokens, stop=stop, seed=seed, **sampling)
+        return policy.generate(prompts, n=n, max_tokens=max_tokens, stop=stop, seed=seed, on_group=on_group,
+                               **sampling)
     by_close = {tool.close: tool for tool in tools}
     stops = [*(stop or []), *by_close]
     groups = [[Completion([], [], "", env_mask=[]) for _ in range(n)] for _ in prompts]
@@ -77,9 +79,11 @@ def sample(policy, tokenizer, prompts: list[list[int]], tools: list[Tool], *, n:
                                 max_tokens=[left for *_, left in calling], stop=stops, include_stop=True,
                                 seed=None if seed is None else seed + (step + 1) * 1_000_000_007, **sampling)
         going = [(prompt, answer, part) for (prompt, answer, _), [part] in zip(calling, parts)]
-    for group in groups:
+    for i, group in enumerate(groups):
         for answer in group:
             answer.text = tokenizer.decode(answer.completion_ids, skip_special_tokens=True)
+        if on_group is not None:
+            on_group(i, group)
     return groups
 
 

@@ -9,13 +9,15 @@ logprobs of a group's samples over one pass of their shared prompt):
   tools, `env_mask`: the tools' results inside the answers, which the loss leaves out; see `selfplay.tools`);
 - `SyncPolicy`, a callback: after each optimizer step it saves the LoRA adapter into `adapters/v<step>` and
   hot-loads it into vLLM, so the next rollout samples from the updated policy;
-- `timed`, a wrapper that counts reward evaluations per second.
+- `RewardsDuringGeneration`: TRL's reward calls, counting evaluations per second; with `--overlap-rewards`, each
+  group is scored as soon as vLLM returns it, in a thread, while the rest of the batch generates, and TRL's reward
+  calls read those scores.
 """
 
-import functools
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -33,8 +35,10 @@ def encode_prompt(tokenizer, prompt) -> list[int]:
 class VLLMRollout:
     """TRL `rollout_func`: sample every prompt's group from vLLM; rows of one group arrive consecutively."""
 
-    def __init__(self, policy, tokenizer, stats: dict, stop: list[str] | None = None, tools: list | None = None):
+    def __init__(self, policy, tokenizer, stats: dict, stop: list[str] | None = None, tools: list | None = None,
+                 rewards: "RewardsDuringGeneration | None" = None):
         self.policy, self.tokenizer, self.stats, self.stop, self.tools = policy, tokenizer, stats, stop, tools or []
+        self.rewards = rewards
 
     def __call__(self, prompts: list, trainer) -> dict:
         args = trainer.args
@@ -45,6 +49,14 @@ class VLLMRollout:
                 groups[-1] = (ids, groups[-1][1] + 1)
             else:
                 groups.append((ids, 1))
+        firsts = [sum(count for _, count in groups[:i]) for i in range(len(groups))]
+        on_group = None
+        if self.rewards is not None:
+            self.rewards.begin(trainer.rollout_inputs, trainer)
+
+            def on_group(i: int, completions) -> None:
+                self.rewards.score(range(firsts[i], firsts[i] + groups[i][1]), completions[:groups[i][1]])
+
         start = time.perf_counter()
         sampled = tool_calls.sample(
             self.policy,
@@ -57,6 +69,7 @@ class VLLMRollout:
             top_p=args.top_p,
             top_k=args.top_k or 0,  # TRL: 0 or None = off; vLLM: 0 = off
             stop=self.stop,
+            on_group=on_group,
             # seeded by run seed, iteration and process: a resumed run samples what the uninterrupted one would have
             seed=(args.seed * 1_000_003 + trainer.state.global_step) * 1_000 + trainer.accelerator.process_index * 2**40,
         )
@@ -108,19 +121,78 @@ class SyncPolicy(TrainerCallback):
                 shutil.rmtree(old)
 
 
-def timed(reward_func, stats: dict):
-    """Wrap a TRL reward function to accumulate its evaluations and seconds in `stats` (name unchanged)."""
+class RewardsDuringGeneration:
+    """Score each group of a batch while vLLM generates the rest, then hand the scores to TRL's reward calls.
 
-    @functools.wraps(reward_func)
-    def wrapper(prompts, completions, **kwargs):
+    The rollout calls `begin` with TRL's batch rows, then `score` for each group as it arrives; one thread runs the
+    reward functions on it with what TRL would pass them (the rows' columns, the completions decoded as TRL decodes
+    them, `trainer_state`, `log_extra`, `log_metric`). `reward_funcs()` are the functions TRL calls: they wait for the
+    scores of a batch they recognise (the same completions), and score any other batch themselves. Stats: reward
+    evaluations and seconds, and `reward/wait_s`, the seconds the trainer waited for them after generation.
+    """
+
+    def __init__(self, reward_funcs: list, stats: dict):
+        self.funcs, self.stats = list(reward_funcs), stats
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="selfplay-rewards")
+        self.rows: list[dict] = []
+        self.jobs: dict = {}  # first row -> (row range, future of [rewards per function])
+        self.completions: list = []
+
+    def begin(self, rows: list[dict], trainer) -> None:
+        self.rows, self.trainer, self.jobs = rows, trainer, {}
+        self.completions = [None] * len(rows)
+
+    def score(self, rows: range, group) -> None:
+        """Queue the scoring of batch rows `rows`, whose sampled completions are `group` (again after a restart of
+        generation: the last one counts)."""
+        self.jobs[rows.start] = (rows, self.pool.submit(self._score, rows, [c.completion_ids for c in group]))
+
+    def _score(self, rows: range, completion_ids: list[list[int]]) -> list[list]:
         start = time.perf_counter()
-        rewards = reward_func(prompts, completions, **kwargs)
-        stats["reward/seconds"] = stats.get("reward/seconds", 0.0) + time.perf_counter() - start
-        stats["reward/evals"] = stats.get("reward/evals", 0) + len(completions)
+        trainer = self.trainer
+        texts = trainer.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
+        conversational = isinstance(self.rows[rows[0]]["prompt"], list)
+        completions = [[{"role": "assistant", "content": text}] for text in texts] if conversational else texts
+        self.completions[rows.start:rows.stop] = completions
+        columns = {key: [self.rows[r][key] for r in rows] for key in self.rows[rows[0]]
+                   if key not in ("prompt", "completion", "completion_ids")}
+        kwargs = dict(prompts=[self.rows[r]["prompt"] for r in rows], completions=completions,
+                      completion_ids=completion_ids, **columns, trainer_state=trainer.state,
+                      log_extra=trainer._log_completion_extra, log_metric=trainer._log_metric)
+        rewards = [func(**kwargs) for func in self.funcs]
+        self._count(len(completions), time.perf_counter() - start)
         return rewards
 
-    wrapper.__name__ = getattr(reward_func, "__name__", type(reward_func).__name__)
-    return wrapper
+    def _count(self, evals: int, seconds: float) -> None:
+        self.stats["reward/seconds"] = self.stats.get("reward/seconds", 0.0) + seconds
+        self.stats["reward/evals"] = self.stats.get("reward/evals", 0) + evals
+
+    def reward_funcs(self) -> list:
+        return [self._reader(index) for index in range(len(self.funcs))]
+
+    def _reader(self, index: int):
+        func = self.funcs[index]
+
+        def read(prompts, completions, **kwargs):
+            start = time.perf_counter()
+            results = [(rows, job.result()) for rows, job in list(self.jobs.values())]
+            self.stats["reward/wait_s"] = self.stats.get("reward/wait_s", 0.0) + time.perf_counter() - start
+            if index == len(self.funcs) - 1:  # the batch's scores are read: a later batch is scored anew
+                self.jobs = {}
+            if sum(len(rows) for rows, _ in results) == len(completions) and completions == self.completions:
+                rewards = [None] * len(completions)
+                for rows, scores in results:
+                    rewards[rows.start:rows.stop] = scores[index]
+                return rewards
+            start = time.perf_counter()  # not a batch the rollout scored (e.g. TRL generated it): score it now
+            rewards = func(prompts, completions, **kwargs)
+            seconds = time.perf_counter() - start
+            self._count(len(completions), seconds)
+            self.stats["reward/wait_s"] += seconds
+            return rewards
+
+        read.__name__ = getattr(func, "__name__", type(func).__name__)
+        return read
 
 
 def score_completion_tokens_only() -> None:
@@ -218,14 +290,16 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
         peft_config = LoraConfig(
             r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
         )
+    rewards = RewardsDuringGeneration(reward_funcs, stats)
     trainer = SharedPrefixGRPOTrainer(
         model=model_path,
-        reward_funcs=[timed(f, stats) for f in reward_funcs],
+        reward_funcs=rewards.reward_funcs(),
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        rollout_func=VLLMRollout(policy, tokenizer, stats, stop, tools) if policy else None,
+        rollout_func=(VLLMRollout(policy, tokenizer, stats, stop, tools, rewards if config.overlaps_rewards() else None)
+                      if policy else None),
         callbacks=[SyncPolicy(policy, run_dir / "adapters", config.keep_adapters), *callbacks] if policy else callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the run dir and the display have them

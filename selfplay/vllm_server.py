@@ -162,8 +162,9 @@ class ServerPolicy:
 
     def generate(self, prompts: list[list[int]], *, n: int, max_tokens: int | list[int], temperature: float,
                  top_p: float = 1.0, top_k: int = 0, stop: list[str] | None = None, include_stop: bool = False,
-                 seed: int | None = None) -> list[list[Completion]]:
-        """As `VLLMPolicy.generate`: `n` completions per prompt, prompt i seeded `seed + i`."""
+                 seed: int | None = None, on_group=None) -> list[list[Completion]]:
+        """As `VLLMPolicy.generate`: `n` completions per prompt, prompt i seeded `seed + i`, `on_group(i, group)` called
+        (from a request thread) as soon as prompt i's group is back."""
         budgets = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(prompts)
 
         def one(i: int) -> list[Completion]:
@@ -175,8 +176,11 @@ class ServerPolicy:
                 "return_token_ids": True, "skip_special_tokens": True,
             }
             choices = sorted(self._call("POST", "/v1/completions", body)["choices"], key=lambda c: c["index"])
-            return [Completion(c["token_ids"], c["logprobs"]["token_logprobs"], c["text"], c.get("stop_reason"))
-                    for c in choices]
+            group = [Completion(c["token_ids"], c["logprobs"]["token_logprobs"], c["text"], c.get("stop_reason"))
+                     for c in choices]
+            if on_group is not None:
+                on_group(i, group)
+            return group
 
         if not prompts:
             return []

@@ -45,6 +45,7 @@ def test_model_directory_without_config(capfd, tmp_path):
         (["--num-processes", "0"], "--num-processes must be at least 1"),
         (["--vllm-server", "gpu-box:8000"], "give auto or a URL"),
         (["--num-processes", "2", "--accelerate-config", "missing.yaml"], "choose ddp, zero2, fsdp"),
+        (["--overlap-rewards", "sometimes"], "choose auto, on or off"),
     ],
 )
 def test_malformed_flags(capfd, tmp_path, flags, message):
