@@ -71,7 +71,7 @@ def measure(domain_name: str, rounds: int, model: str | None) -> dict:
             seen[variant] = out["advantages"].tolist()
             if k:
                 timings[variant].append(seconds)
-                waits[variant].append(stats.get("reward/wait_s", 0.0))
+                waits[variant].append(stats.get("time/rewards_s", 0.0))
         if seen["overlapped"] != seen["sequential"]:
             raise SystemExit(f"{domain_name}: overlapped and sequential scoring gave different advantages")
         completion_tokens.append(int(out["completion_mask"].sum()))

@@ -1,5 +1,6 @@
 """The live view of a run. In a terminal: a rich dashboard (progress with ETA, the latest iterations, sparklines of
-the reward and the domain's headline rate, the best and worst sample of the last group, warnings). Through a pipe or
+the reward and the domain's headline rate, where the last iteration's seconds went, the best and worst sample of the
+last group, warnings). Through a pipe or
 into a file: one plain line per iteration, flushed.
 
     with Dashboard(steps, headline="reward/legal_move_reward", weights={"engine_reward": 1.0}) as dashboard:
@@ -19,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from selfplay import step_time
 from selfplay.terminal import OUR_LOGGERS, TerminalLogHandler, output_console
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -49,6 +51,12 @@ def sparkline(values: list[float | None], width: int = 40) -> str:
 
 def fmt(value, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)
+
+
+def step_split(row: dict) -> str:
+    """Where the iteration's seconds went (selfplay.step_time), the parts that took any: "prefill 0.4  decode 1.2 ..."."""
+    return "  ".join(f"{part} {row[f'time/{part}_s']:.1f}" for part in step_time.PARTS
+                     if row.get(f"time/{part}_s") is not None and round(row[f"time/{part}_s"], 1) != 0)
 
 
 class Dashboard:
@@ -101,8 +109,9 @@ class Dashboard:
         else:
             cells = [f"{header or self.headline_name} {fmt(row.get(key or self.headline), pattern)}"
                      for header, key, pattern in self.columns[1:]]
-            self.console.print(f"iteration {row['iteration']}/{self.total}  " + "  ".join(cells), highlight=False,
-                               soft_wrap=True)
+            split = step_split(row)
+            self.console.print(f"iteration {row['iteration']}/{self.total}  " + "  ".join(cells) +
+                               (f"  ({split})" if split else ""), highlight=False, soft_wrap=True)
             self.console.file.flush()
 
     def evaluated(self, label: str, value: float | None) -> None:
@@ -155,6 +164,10 @@ class Dashboard:
             lines.append(sparkline([r.get("reward/mean") for r in self.rows]) + "\n", style="cyan")
             lines.append(f"{self.headline_name:>14} ", style="bold")
             lines.append(sparkline([r.get(self.headline) for r in self.rows]), style="green")
+            split = step_split(self.rows[-1])
+            if split:
+                lines.append(f"\n{'step seconds':>14} ", style="bold")
+                lines.append(split)
             parts.append(lines)
         if self.samples:
             group = self.samples[-min(len(self.samples), 8):]  # TRL orders an iteration's samples group by group

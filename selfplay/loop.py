@@ -20,6 +20,7 @@ import time
 from rich.console import Console
 from transformers import TrainerCallback
 
+from selfplay import step_time
 from selfplay.config import ConfigError, LoopConfig
 from selfplay.dashboard import Dashboard
 from selfplay.terminal import cpu_name, output_console
@@ -212,7 +213,7 @@ def train_iterations(config: LoopConfig, domain, model_path: str, run_dir, polic
             logger = RunLogger(run_dir, stats, on_metrics=dashboard.update if dashboard is not None else None)
             callbacks.append(logger)
         if policy is not None and eval_rows and config.eval_every:
-            callbacks.append(EvalEvery(config.eval_every, config.steps, run_eval))
+            callbacks.append(EvalEvery(config.eval_every, config.steps, run_eval, stats))
         trainer = build_trainer(config, model_path, dataset, reward_funcs, reward_weights, policy, run_dir, stats,
                                 callbacks, domain.stop_strings(config), domain.tools(config))
         if writes_logs:
@@ -230,14 +231,16 @@ def train_iterations(config: LoopConfig, domain, model_path: str, run_dir, polic
 
 
 class EvalEvery(TrainerCallback):
-    """Evaluate the policy vLLM serves every `every` iterations (not the last one: the final evaluation follows)."""
+    """Evaluate the policy vLLM serves every `every` iterations (not the last one: the final evaluation follows),
+    timed as the iteration's `eval` part."""
 
-    def __init__(self, every: int, steps: int, run_eval):
-        self.every, self.steps, self.run_eval = every, steps, run_eval
+    def __init__(self, every: int, steps: int, run_eval, stats: dict):
+        self.every, self.steps, self.run_eval, self.stats = every, steps, run_eval, stats
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0 and state.global_step < self.steps:
-            self.run_eval(f"iteration {state.global_step}")
+            with step_time.timed(self.stats, "eval"):
+                self.run_eval(f"iteration {state.global_step}")
 
 
 def print_header(console: Console, config: LoopConfig, run_dir, model_path: str, rewards: str) -> None:

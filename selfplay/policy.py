@@ -62,6 +62,7 @@ class VLLMPolicy:
             max_model_len=max_model_len,
             logprobs_mode="processed_logprobs",
             gpu_memory_utilization=gpu_memory_utilization,
+            disable_log_stats=False,  # per-request timings: the prefill part of a batch's generation
         )
         if not self.on_cuda:
             # vLLM CPU keeps a core free by default and serves on the rest: one core of two here. The loop generates
@@ -75,6 +76,7 @@ class VLLMPolicy:
             self.engine_args["enable_chunked_prefill"] = False
         self.version = 0  # policy version served now: 0 = the base weights, k = adapter after update k
         self.lora = None
+        self.prefill_seconds: float | None = None  # of the last generate call: until every request's first token
         self.llm = self._start()
 
     def _start(self):
@@ -156,9 +158,12 @@ class VLLMPolicy:
                 first = self.llm.request_counter.counter  # LLM numbers its requests in order from here
                 self.llm.enqueue(requests, params, lora_request=self.lora, use_tqdm=False)
                 engine = self.llm.llm_engine
+                self.prefill_seconds = 0.0
                 while engine.has_unfinished_requests():
                     for out in engine.step():
                         if out.finished:
+                            if out.metrics is not None:
+                                self.prefill_seconds = max(self.prefill_seconds, out.metrics.first_token_latency)
                             done(int(out.request_id) - first, out)
                 return
             except Exception as error:  # EngineDeadError and friends: restart once, then give up loudly

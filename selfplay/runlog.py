@@ -2,7 +2,8 @@
 
     config.json     every setting (also printed at start)
     metrics.jsonl   one line per iteration: reward mean/std, per-reward means, zero-spread groups, loss, KL,
-                    generation tokens/s, reward evals/s, step seconds, policy version (+ TRL's raw log under "trl")
+                    generation tokens/s, reward evals/s, step seconds and their parts (selfplay.step_time), policy
+                    version (+ TRL's raw log under "trl")
     samples.jsonl   every prompt, completion, reward(s), advantage and the policy version that sampled it
     eval.json       the held-out evaluation before and after training
     eval.jsonl      every evaluation as it happens: before, every `eval_every` iterations, after
@@ -20,6 +21,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from rewards.completions import completion_text
+from selfplay import step_time
 
 
 class RunDirError(RuntimeError):
@@ -77,10 +79,6 @@ class RunLogger(TrainerCallback):
     def __init__(self, run_dir: Path, stats: dict, on_metrics=None):
         self.run_dir, self.stats, self.on_metrics = run_dir, stats, on_metrics
         self.trainer = None  # set by the loop: the samples and their advantages live in the trainer's log buffer
-        self.step_start = None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.step_start = time.perf_counter()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs:  # the final summary log has no per-step metrics
@@ -98,8 +96,7 @@ class RunLogger(TrainerCallback):
             "train/kl": logs.get("kl"),
             "gen/tokens_per_s": stats.get("gen/tokens_per_s"),
             "reward/evals_per_s": stats.get("reward/evals", 0) / max(stats.get("reward/seconds", 0.0), 1e-9),
-            "time/step_s": time.perf_counter() - self.step_start if self.step_start else None,
-            "time/reward_wait_s": stats.get("reward/wait_s"),  # rewards left after generation (the rest overlapped)
+            **step_time.finish(stats),  # the wall time and its parts
             **{k: v for k, v in stats.items() if k.startswith("selfplay/")},
             "trl": {k: _clean(v) for k, v in logs.items()},
         }
@@ -108,12 +105,13 @@ class RunLogger(TrainerCallback):
         samples = self._write_samples(state.global_step, stats.get("policy_version"))
         stats.pop("reward/evals", None)
         stats.pop("reward/seconds", None)
-        stats.pop("reward/wait_s", None)
         if self.on_metrics:
             self.on_metrics(row, samples)
 
     def _write_samples(self, iteration: int, version) -> list[dict]:
-        buffer = self.trainer._logs  # TRL keeps the last generation batch here: prompts, completions, rewards, advantages
+        from selfplay.trl_seam import last_batch
+
+        buffer = last_batch(self.trainer)
         rewards = {name: list(values) for name, values in buffer["rewards"].items()}
         extra = {name: list(values) for name, values in buffer["extra"].items()}
         rows = []

@@ -1,9 +1,9 @@
-"""GRPO updates that run each group's shared prompt through the model once instead of once per sample.
+"""GRPO logprobs that run each group's shared prompt through the model once instead of once per sample.
 
 The samples of a GRPO group share their prompt: a chess prompt is ~300 tokens and an answer ~8, so TRL's update,
 which runs every (prompt + completion) row on its own, spends >95% of its work re-encoding the same prompt 8 times.
-`SharedPrefixGRPOTrainer` changes only how the per-token logprobs are computed; TRL keeps the loss, advantages,
-optimizer and everything else:
+`shared_prefix_logps` computes the same per-token logprobs (TRL keeps the loss, advantages, optimizer and everything
+else; `selfplay.trl_seam` plugs it into TRL's trainer):
 
 1. the prompt minus its last token goes through the model once per group, keeping its key/value cache (with
    gradients: the LoRA weights in the prompt's layers are trained as before);
@@ -17,22 +17,7 @@ to `gradient_accumulation_steps`, `num_iterations=1`), where every micro-batch's
 Rows whose prompt no neighbour shares, multimodal inputs, and multi-process training fall back to TRL's path.
 """
 
-import contextlib
-
 import torch
-from trl import GRPOTrainer
-from trl.trainer import grpo_trainer
-
-
-@contextlib.contextmanager
-def groups_kept_together():
-    """TRL shuffles the generation batch before splitting it into micro-batches; skip that shuffle here."""
-    shuffle = grpo_trainer.shuffle_sequence_dict
-    grpo_trainer.shuffle_sequence_dict = lambda batch: batch
-    try:
-        yield
-    finally:
-        grpo_trainer.shuffle_sequence_dict = shuffle
 
 
 def prompt_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> list[tuple[int, int]]:
@@ -48,48 +33,29 @@ def prompt_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_
     return groups
 
 
-class SharedPrefixGRPOTrainer(GRPOTrainer):
-    def _generate_and_score_completions(self, inputs):
-        self.rollout_inputs = inputs  # the batch's rows, for the rollout to score each group as it arrives
-        return super()._generate_and_score_completions(inputs)
-
-    def _prepare_inputs(self, generation_batch):
-        one_step = self.num_iterations == 1 and self.args.steps_per_generation == self.args.gradient_accumulation_steps
-        with groups_kept_together() if one_step else contextlib.nullcontext():
-            return super()._prepare_inputs(generation_batch)
-
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
-                                           compute_entropy=False, compute_aux_loss=False, **multimodal):
-        prompt_len = input_ids.size(1) - logits_to_keep
-        groups = prompt_groups(input_ids, attention_mask, prompt_len)
-        shareable = (
-            prompt_len > 1 and len(groups) < input_ids.size(0) and not compute_aux_loss
-            and self.accelerator.num_processes == 1 and all(v is None for v in multimodal.values())
+def shared_prefix_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
+                        groups: list[tuple[int, int]], compute_entropy: bool):
+    """(logprobs, entropies or None) of the last `logits_to_keep` tokens of each row, each group's prompt (the
+    columns before them) encoded once; as TRL's `_get_per_token_logps_and_entropies`."""
+    prompt_len = input_ids.size(1) - logits_to_keep
+    logps, entropies = [], []
+    for start, end in groups:
+        rows = end - start
+        prefix = model(
+            input_ids=input_ids[start:start + 1, : prompt_len - 1],
+            attention_mask=attention_mask[start:start + 1, : prompt_len - 1],
+            use_cache=True,
+            logits_to_keep=1,
         )
-        if not shareable:
-            return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
-                **multimodal,
-            )
-        logps, entropies = [], []
-        for start, end in groups:
-            rows = end - start
-            with self.accelerator.autocast():
-                prefix = model(
-                    input_ids=input_ids[start:start + 1, : prompt_len - 1],
-                    attention_mask=attention_mask[start:start + 1, : prompt_len - 1],
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-                cache = prefix.past_key_values
-                cache.batch_repeat_interleave(rows)  # (1, heads, P-1, d) -> (rows, heads, P-1, d), differentiable
-                tail = input_ids[start:end, prompt_len - 1 :]  # (rows, 1 + C): last prompt token, then the completion
-                labels = tail.masked_fill(attention_mask[start:end, prompt_len - 1 :] == 0, -100)
-                outputs = model(
-                    input_ids=tail, attention_mask=attention_mask[start:end], past_key_values=cache, labels=labels,
-                    fused_lm_head=True,
-                )
-            logps.append(outputs.log_probs[:, -logits_to_keep:])  # (rows, C)
-            if compute_entropy:
-                entropies.append(outputs.entropy[:, -logits_to_keep:])
-        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+        cache = prefix.past_key_values
+        cache.batch_repeat_interleave(rows)  # (1, heads, P-1, d) -> (rows, heads, P-1, d), differentiable
+        tail = input_ids[start:end, prompt_len - 1 :]  # (rows, 1 + C): last prompt token, then the completion
+        labels = tail.masked_fill(attention_mask[start:end, prompt_len - 1 :] == 0, -100)
+        outputs = model(
+            input_ids=tail, attention_mask=attention_mask[start:end], past_key_values=cache, labels=labels,
+            fused_lm_head=True,
+        )
+        logps.append(outputs.log_probs[:, -logits_to_keep:])  # (rows, C)
+        if compute_entropy:
+            entropies.append(outputs.entropy[:, -logits_to_keep:])
+    return torch.cat(logps), torch.cat(entropies) if compute_entropy else None

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from selfplay import step_time
 from selfplay import tools as tool_calls
 
 
@@ -74,6 +75,9 @@ class VLLMRollout:
             seed=(args.seed * 1_000_003 + trainer.state.global_step) * 1_000 + trainer.accelerator.process_index * 2**40,
         )
         seconds = time.perf_counter() - start
+        prefill = min(getattr(self.policy, "prefill_seconds", None) or 0.0, seconds)  # a server does not say: 0
+        step_time.add(self.stats, "prefill", prefill)
+        step_time.add(self.stats, "decode", seconds - prefill)
         out = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "policy_version": []}
         for (ids, count), completions in zip(groups, sampled):
             for completion in completions[:count]:
@@ -98,10 +102,14 @@ class SyncPolicy(TrainerCallback):
     (their weights are the same after each step), the first saves it and loads it into the server they share, and
     the others sample from it once it is loaded."""
 
-    def __init__(self, policy, adapters_dir: Path, keep: int = 2):
-        self.policy, self.adapters_dir, self.keep = policy, adapters_dir, keep
+    def __init__(self, policy, adapters_dir: Path, stats: dict, keep: int = 2):
+        self.policy, self.adapters_dir, self.stats, self.keep = policy, adapters_dir, stats, keep
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        with step_time.timed(self.stats, "sync"):
+            self._sync(args, state, model)
+
+    def _sync(self, args, state, model) -> None:
         path = self.adapters_dir / f"v{state.global_step}"
         if args.world_size > 1:
             from accelerate import PartialState
@@ -128,7 +136,7 @@ class RewardsDuringGeneration:
     reward functions on it with what TRL would pass them (the rows' columns, the completions decoded as TRL decodes
     them, `trainer_state`, `log_extra`, `log_metric`). `reward_funcs()` are the functions TRL calls: they wait for the
     scores of a batch they recognise (the same completions), and score any other batch themselves. Stats: reward
-    evaluations and seconds, and `reward/wait_s`, the seconds the trainer waited for them after generation.
+    evaluations and seconds, and the step's `rewards` part: the seconds the trainer waited for them after generation.
     """
 
     def __init__(self, reward_funcs: list, stats: dict):
@@ -148,6 +156,8 @@ class RewardsDuringGeneration:
         self.jobs[rows.start] = (rows, self.pool.submit(self._score, rows, [c.completion_ids for c in group]))
 
     def _score(self, rows: range, completion_ids: list[list[int]]) -> list[list]:
+        from selfplay.trl_seam import reward_loggers
+
         start = time.perf_counter()
         trainer = self.trainer
         texts = trainer.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
@@ -157,8 +167,7 @@ class RewardsDuringGeneration:
         columns = {key: [self.rows[r][key] for r in rows] for key in self.rows[rows[0]]
                    if key not in ("prompt", "completion", "completion_ids")}
         kwargs = dict(prompts=[self.rows[r]["prompt"] for r in rows], completions=completions,
-                      completion_ids=completion_ids, **columns, trainer_state=trainer.state,
-                      log_extra=trainer._log_completion_extra, log_metric=trainer._log_metric)
+                      completion_ids=completion_ids, **columns, trainer_state=trainer.state, **reward_loggers(trainer))
         rewards = [func(**kwargs) for func in self.funcs]
         self._count(len(completions), time.perf_counter() - start)
         return rewards
@@ -176,7 +185,7 @@ class RewardsDuringGeneration:
         def read(prompts, completions, **kwargs):
             start = time.perf_counter()
             results = [(rows, job.result()) for rows, job in list(self.jobs.values())]
-            self.stats["reward/wait_s"] = self.stats.get("reward/wait_s", 0.0) + time.perf_counter() - start
+            step_time.add(self.stats, "rewards", time.perf_counter() - start)
             if index == len(self.funcs) - 1:  # the batch's scores are read: a later batch is scored anew
                 self.jobs = {}
             if sum(len(rows) for rows, _ in results) == len(completions) and completions == self.completions:
@@ -188,24 +197,11 @@ class RewardsDuringGeneration:
             rewards = func(prompts, completions, **kwargs)
             seconds = time.perf_counter() - start
             self._count(len(completions), seconds)
-            self.stats["reward/wait_s"] += seconds
+            step_time.add(self.stats, "rewards", seconds)
             return rewards
 
         read.__name__ = getattr(func, "__name__", type(func).__name__)
         return read
-
-
-def score_completion_tokens_only() -> None:
-    """Make TRL's fused LM head score only the completion tokens on CPU, as it already does on Triton devices.
-
-    Without Triton, TRL runs the LM head over every position, prompt included (to keep tile shapes fixed for
-    compilers), with (tokens x 32768) float32 temporaries: on CPU that is ~40x the work for 8-token answers to
-    300-token prompts, and >12 GB of memory per 8 sequences. The choice is one name in trl.trainer.utils; the
-    kernels stay TRL's own.
-    """
-    import trl.trainer.utils as trl_utils
-
-    trl_utils._use_triton = lambda device: True
 
 
 def report_to(config, run_dir: Path) -> list[str]:
@@ -236,9 +232,8 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
     from transformers import AutoTokenizer, PrinterCallback
     from trl import GRPOConfig
 
-    from selfplay.shared_prefix import SharedPrefixGRPOTrainer
-
     from selfplay.config import grpo_overrides
+    from selfplay.trl_seam import SelfplayGRPOTrainer, check_trl_version, score_completion_tokens_only
 
     on_cuda = torch.cuda.is_available()
     if not on_cuda:
@@ -291,16 +286,18 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
             r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
         )
     rewards = RewardsDuringGeneration(reward_funcs, stats)
-    trainer = SharedPrefixGRPOTrainer(
+    syncs = [SyncPolicy(policy, run_dir / "adapters", stats, config.keep_adapters)] if policy else []
+    trainer = SelfplayGRPOTrainer(
         model=model_path,
         reward_funcs=rewards.reward_funcs(),
+        stats=stats,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
         rollout_func=(VLLMRollout(policy, tokenizer, stats, stop, tools, rewards if config.overlaps_rewards() else None)
                       if policy else None),
-        callbacks=[SyncPolicy(policy, run_dir / "adapters", config.keep_adapters), *callbacks] if policy else callbacks,
+        callbacks=[step_time.StepClock(stats), *syncs, *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the run dir and the display have them
     return trainer

@@ -22,7 +22,9 @@ WEIGHTS = {"engine_reward": 1.0, "legal_move_reward": 0.0}
 def metrics(iteration: int, reward: float, zero_spread: float = 0.25) -> dict:
     return {"iteration": iteration, "reward/mean": reward, HEADLINE: reward / 2, "reward/zero_std_frac": zero_spread,
             "train/kl": 0.001, "train/loss": 0.01, "gen/tokens_per_s": 300.0, "reward/evals_per_s": 90.0,
-            "time/step_s": 9.5}
+            "time/step_s": 9.5, "time/prefill_s": 0.4, "time/decode_s": 1.2, "time/rewards_s": 0.8,
+            "time/forward_s": 2.5, "time/backward_s": 3.5, "time/optimizer_s": 0.2, "time/sync_s": 0.5,
+            "time/eval_s": 0.0, "time/other_s": 0.4}
 
 
 def group(answers: list[str]) -> list[dict]:
@@ -60,6 +62,8 @@ def test_every_panel_shows_in_a_pseudo_terminal():
     assert re.search(r"worst reward 0\.600 advantage \+0\.25  a3", screen)
     assert "warnings" in screen and "no learning signal" in screen  # 3 iterations at zero spread
     assert "restarting the engine" in screen  # our WARNING log records land in the panel
+    assert "step seconds prefill 0.4  decode 1.2  rewards 0.8  forward 2.5  backward 3.5  optimizer 0.2  sync 0.5  " \
+           "other 0.4" in screen  # where the last iteration's seconds went; a part that took none is left out
 
 
 def test_a_pipe_gets_one_plain_line_per_iteration():
@@ -72,6 +76,8 @@ def test_a_pipe_gets_one_plain_line_per_iteration():
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("iteration 1/2  reward 0.500  legal_move 0.250")
     assert lines[1].startswith("iteration 2/2")
+    assert lines[1].endswith("(prefill 0.4  decode 1.2  rewards 0.8  forward 2.5  backward 3.5  optimizer 0.2  sync 0.5  "
+                             "other 0.4)")
     assert "\x1b[" not in out.getvalue()
 
 

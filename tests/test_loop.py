@@ -84,6 +84,21 @@ def test_run_dir_holds_config_metrics_samples_and_eval(tiny_run):
 
 
 @pytest.mark.slow
+def test_the_parts_of_each_iteration_sum_to_its_wall_time(tiny_run):
+    from selfplay.step_time import PARTS
+
+    run_dir, _ = tiny_run
+    for m in read_jsonl(run_dir / "metrics.jsonl"):
+        for part in ("prefill", "decode", "rewards", "forward", "backward", "optimizer", "sync", "other"):
+            assert m[f"time/{part}_s"] > 0, part
+        assert m["time/eval_s"] == 0  # no --eval-every
+        parts = sum(m[f"time/{part}_s"] for part in PARTS)
+        assert parts + m["time/unmeasured_s"] == pytest.approx(m["time/step_s"])
+        assert abs(parts - m["time/step_s"]) <= 0.05 * m["time/step_s"]  # the parts hold the wall time, within 5%
+    assert read_jsonl(run_dir / "metrics.jsonl")[1]["time/between_s"] > 0  # the checkpoint, between iterations
+
+
+@pytest.mark.slow
 def test_training_changed_the_adapter(tiny_run):
     from safetensors.torch import load_file
 

@@ -73,7 +73,7 @@ def test_trl_trains_on_the_rewards_scored_during_generation(policy, tiny_model, 
     expected = [sum(ch.isalpha() for ch in completion_text(c)) / 10 + row_in(p[-1]["content"])
                 for p, c in zip(logged["prompt"], logged["completion"])]
     assert list(logged["rewards"]["letters_reward"]) == pytest.approx(expected)
-    assert stats["reward/evals"] == 12 and stats["reward/wait_s"] >= 0
+    assert stats["reward/evals"] == 12 and stats["time/rewards_s"] >= 0
 
 
 def test_overlap_is_on_where_generation_has_a_device_of_its_own():
