@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts; adapters up to it
+# KV cache block on CPU: the smallest vLLM's CPU attention takes (its default is 128). The prefix cache holds whole
+# blocks, so each of a group's samples recomputes its prompt's last partial block: 1.5x faster prefill of a chess
+# batch (4 prompts of ~190 tokens x 8 samples) than with 128
+CPU_BLOCK_SIZE = 32
 
 
 class PolicyError(RuntimeError):
@@ -74,6 +78,7 @@ class VLLMPolicy:
             # vLLM 0.32's CPU path crashes ("CPU Generator does not use offset") when a seeded request's prefill is
             # split over steps (e.g. 40 seeded code prompts x 5 samples): whole prefills only
             self.engine_args["enable_chunked_prefill"] = False
+            self.engine_args["block_size"] = CPU_BLOCK_SIZE
         self.version = 0  # policy version served now: 0 = the base weights, k = adapter after update k
         self.lora = None
         self.prefill_seconds: float | None = None  # of the last generate call: until every request's first token

@@ -31,7 +31,7 @@ from pathlib import Path
 import requests
 
 from selfplay.interrupts import die_with_parent
-from selfplay.policy import VLLM_LORA_RANKS, Completion, PolicyError
+from selfplay.policy import CPU_BLOCK_SIZE, VLLM_LORA_RANKS, Completion, PolicyError
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,9 @@ class VLLMServer:
             *(["--enable-lora", "--max-lora-rank", str(next(r for r in VLLM_LORA_RANKS if r >= lora_rank)),
                 "--max-loras", "1"] if lora_rank else []),
             # CUDA: a share of the GPU, as the in-process engine takes (trainer processes may share it)
-            *(["--gpu-memory-utilization", "0.3"] if on_cuda else ["--enforce-eager", "--kv-cache-memory-bytes", str(cpu_kv_cache_bytes),
-                                  "--no-enable-chunked-prefill"]),
+            *(["--gpu-memory-utilization", "0.3"] if on_cuda else [
+                "--enforce-eager", "--kv-cache-memory-bytes", str(cpu_kv_cache_bytes), "--no-enable-chunked-prefill",
+                "--block-size", str(CPU_BLOCK_SIZE)]),
             *(extra_args or []),
         ]
         self.process: subprocess.Popen | None = None

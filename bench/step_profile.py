@@ -1,0 +1,164 @@
+"""Where the default chess step's seconds go, next to what this machine could do at best.
+
+    python bench/step_profile.py [--steps 3] [--model runs/<sft run>/model]
+
+Runs the default chess iteration (4 prompts x 8 samples, <= 8 new tokens, LoRA r=16, vLLM + TRL, real Stockfish;
+the built-in SmolLM2-135M-Instruct unless `--model`: the default loop trains its engine fine-tune) for one warm-up
+and `--steps` timed iterations, and prints the median seconds of each part (selfplay.step_time) beside its limit:
+
+- the box's matmul peak, measured by torch in this run (float32 and bfloat16, all cores, 2048x2048 products);
+- each compute part's FLOPs, counted from the model's shapes and the batch (prompt and answer tokens): prefill once
+  per distinct prompt (vLLM's prefix cache), decode per sampled token, the update's forward over each group's prompt
+  once plus every answer (selfplay.shared_prefix) and its backward as much again (activation gradients: the base
+  weights are frozen, LoRA's own gradients are ~1% of it). Matmuls only, LoRA's own products left out;
+- limit = FLOPs / peak at the part's precision: generation in float32 (vLLM on CPU), the update in bfloat16 where the
+  CPU has it (TRL's autocast), else float32. Rewards, sync and the rest have no FLOP limit: they count against it.
+
+Results go to bench/results/step_profile.json (or --out).
+"""
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def matmul_peak(dtype, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the best of `repeats` square products of `size` in `dtype`."""
+    import torch
+
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.matmul(a, b)  # warm-up: the kernels' one-time setup
+    best = min(timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+class Shapes:
+    """Matmul FLOPs of one token through a decoder of this config, given how many tokens it attends to."""
+
+    def __init__(self, config):
+        self.layers, self.d, self.ff, self.vocab = (config.num_hidden_layers, config.hidden_size,
+                                                    config.intermediate_size, config.vocab_size)
+        kv = config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
+        self.projections = 2 * self.layers * (self.d * (2 * self.d + 2 * kv) + 3 * self.d * self.ff)
+        self.head = 2 * self.d * self.vocab
+
+    def tokens(self, first: int, count: int) -> float:
+        """Layers for `count` tokens at positions first+1 .. first+count (each attends to those up to itself)."""
+        attended = count * first + count * (count + 1) / 2
+        return count * self.projections + 4 * self.layers * self.d * attended
+
+
+def step_flops(shapes: Shapes, prompts: list[int], answers: list[list[int]]) -> dict:
+    """FLOPs of each compute part for groups of answers (token counts) to prompts (token counts)."""
+    prefill = sum(shapes.tokens(0, p) + shapes.head for p in prompts)
+    decode = sum(shapes.tokens(p, c) + c * shapes.head for p, group in zip(prompts, answers) for c in group)
+    forward = sum(shapes.tokens(0, p - 1) + shapes.head  # the group's prompt once, its cache kept
+                  + sum(shapes.tokens(p - 1, 1 + c) + (1 + c) * shapes.head for c in group)
+                  for p, group in zip(prompts, answers))
+    return {"prefill": prefill, "decode": decode, "forward": forward, "backward": forward}
+
+
+def measure(model: str, steps: int) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoConfig, AutoTokenizer, TrainerCallback
+
+    from selfplay import step_time
+    from selfplay.config import make_config
+    from selfplay.domains import chess as chess_domain
+    from selfplay.policy import VLLMPolicy
+    from selfplay.train import build_trainer, encode_prompt
+    from selfplay.trl_seam import last_batch
+
+    config = make_config(model=model, steps=steps + 1)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    rows = chess_domain.train_rows(config, [])
+    rewards = chess_domain.rewards(config)
+    policy = VLLMPolicy(model, lora_rank=config.lora_rank, seed=config.seed)
+    stats: dict = {}
+    iterations: list[dict] = []
+
+    class Capture(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                batch = last_batch(trainer)
+                prompts = [len(encode_prompt(tokenizer, p)) for p in list(batch["prompt"])[:: config.num_generations]]
+                answers = [len(tokenizer(c[0]["content"] if isinstance(c, list) else c)["input_ids"]) + 1
+                           for c in batch["completion"]]  # + the end-of-turn token
+                groups = [answers[i:i + config.num_generations] for i in range(0, len(answers), config.num_generations)]
+                iterations.append({**step_time.finish(stats), "prompts": prompts, "answers": groups})
+
+    trainer = build_trainer(config, model, Dataset.from_list(rows), rewards.funcs, rewards.weights, policy,
+                            Path(tempfile.mkdtemp(prefix="bench-step-")), stats, [Capture()])
+    trainer.args.save_strategy = "no"  # checkpoints fall between iterations: not part of a step
+    trainer.train()
+    rewards.close()
+    policy.close()
+
+    timed_steps = iterations[1:]
+    seconds = {part: statistics.median(it[f"time/{part}_s"] for it in timed_steps) for part in step_time.PARTS}
+    seconds["unmeasured"] = statistics.median(it["time/unmeasured_s"] for it in timed_steps)
+    wall = statistics.median(it["time/step_s"] for it in timed_steps)
+    shapes = Shapes(AutoConfig.from_pretrained(model))
+    flops = [step_flops(shapes, it["prompts"], it["answers"]) for it in timed_steps]
+    flops = {part: statistics.median(f[part] for f in flops) for part in flops[0]}
+    peaks = {"float32": matmul_peak(torch.float32)}
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    peaks["bfloat16"] = matmul_peak(torch.bfloat16) if bf16 else None
+    update_peak = peaks["bfloat16"] if bf16 else peaks["float32"]
+    limits = {"prefill": flops["prefill"] / peaks["float32"], "decode": flops["decode"] / peaks["float32"],
+              "forward": flops["forward"] / update_peak, "backward": flops["backward"] / update_peak}
+    return {
+        "model": model,
+        "steps": steps,
+        "wall_seconds": wall,
+        "seconds": seconds,
+        "flops": flops,
+        "peak_flops_per_s": peaks,
+        "update_precision": "bfloat16" if bf16 else "float32",
+        "limit_seconds": limits,
+        "step_limit_seconds": sum(limits.values()),
+        "times_the_limit": {part: seconds[part] / limit for part, limit in limits.items()},
+        "step_times_the_limit": wall / sum(limits.values()),
+        "batch": {"prompt_tokens": [it["prompts"] for it in timed_steps],
+                  "answer_tokens": [it["answers"] for it in timed_steps]},
+    }
+
+
+def main() -> None:
+    from selfplay.model import fetch_default_model
+    from selfplay.terminal import cpu_name
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=3, help="timed iterations, after one warm-up")
+    parser.add_argument("--model", help="the model the step trains (default: the built-in one)")
+    parser.add_argument("--out", default="bench/results/step_profile.json")
+    args = parser.parse_args()
+    result = {"cpu": cpu_name(), **measure(args.model or str(fetch_default_model()), args.steps)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    peaks = result["peak_flops_per_s"]
+    print(f"{result['cpu']}: matmul peak float32 {peaks['float32'] / 1e12:.3f} TFLOP/s, bfloat16 "
+          + (f"{peaks['bfloat16'] / 1e12:.3f} TFLOP/s" if peaks["bfloat16"] else "not supported"))
+    print(f"{'part':>10} {'seconds':>8} {'GFLOP':>8} {'limit s':>8} {'x limit':>8}")
+    for part, secs in result["seconds"].items():
+        if part in result["limit_seconds"]:
+            print(f"{part:>10} {secs:8.2f} {result['flops'][part] / 1e9:8.0f} {result['limit_seconds'][part]:8.2f} "
+                  f"{result['times_the_limit'][part]:8.1f}")
+        else:
+            print(f"{part:>10} {secs:8.2f} {'':>8} {'':>8} {'':>8}")
+    print(f"{'step':>10} {result['wall_seconds']:8.2f} {sum(result['flops'].values()) / 1e9:8.0f} "
+          f"{result['step_limit_seconds']:8.2f} {result['step_times_the_limit']:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
