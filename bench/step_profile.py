@@ -1,6 +1,6 @@
 """Where the default chess step's seconds go, next to what this machine could do at best.
 
-    python bench/step_profile.py [--steps 3] [--model runs/<sft run>/model]
+    python bench/step_profile.py [--steps 3] [--model runs/<sft run>/model] [--grpo bf16=false ...]
 
 Runs the default chess iteration (4 prompts x 8 samples, <= 8 new tokens, LoRA r=16, vLLM + TRL, real Stockfish;
 the built-in SmolLM2-135M-Instruct unless `--model`: the default loop trains its engine fine-tune) for one warm-up
@@ -11,8 +11,9 @@ and `--steps` timed iterations, and prints the median seconds of each part (self
   per distinct prompt (vLLM's prefix cache), decode per sampled token, the update's forward over each group's prompt
   once plus every answer (selfplay.shared_prefix) and its backward as much again (activation gradients: the base
   weights are frozen, LoRA's own gradients are ~1% of it). Matmuls only, LoRA's own products left out;
-- limit = FLOPs / peak at the part's precision: generation in float32 (vLLM on CPU), the update in bfloat16 where the
-  CPU has it (TRL's autocast), else float32. Rewards, sync and the rest have no FLOP limit: they count against it.
+- limit = FLOPs / peak: generation at the float32 peak (vLLM's precision on CPU), the update at the box's best
+  (bfloat16 where the CPU has it: TRL's autocast; `--grpo bf16=false` trains in float32 against the same limit).
+  Rewards, sync and the rest have no FLOP limit: they count against it.
 
 Results go to bench/results/step_profile.json (or --out).
 """
@@ -67,7 +68,7 @@ def step_flops(shapes: Shapes, prompts: list[int], answers: list[list[int]]) -> 
     return {"prefill": prefill, "decode": decode, "forward": forward, "backward": forward}
 
 
-def measure(model: str, steps: int) -> dict:
+def measure(model: str, steps: int, grpo: list[str]) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoConfig, AutoTokenizer, TrainerCallback
@@ -79,7 +80,7 @@ def measure(model: str, steps: int) -> dict:
     from selfplay.train import build_trainer, encode_prompt
     from selfplay.trl_seam import last_batch
 
-    config = make_config(model=model, steps=steps + 1)
+    config = make_config(model=model, steps=steps + 1, grpo=grpo)
     tokenizer = AutoTokenizer.from_pretrained(model)
     rows = chess_domain.train_rows(config, [])
     rewards = chess_domain.rewards(config)
@@ -112,19 +113,19 @@ def measure(model: str, steps: int) -> dict:
     flops = [step_flops(shapes, it["prompts"], it["answers"]) for it in timed_steps]
     flops = {part: statistics.median(f[part] for f in flops) for part in flops[0]}
     peaks = {"float32": matmul_peak(torch.float32)}
-    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    peaks["bfloat16"] = matmul_peak(torch.bfloat16) if bf16 else None
-    update_peak = peaks["bfloat16"] if bf16 else peaks["float32"]
+    peaks["bfloat16"] = matmul_peak(torch.bfloat16) if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    update_peak = max(peak for peak in peaks.values() if peak)  # the machine's best, whatever the run chose
     limits = {"prefill": flops["prefill"] / peaks["float32"], "decode": flops["decode"] / peaks["float32"],
               "forward": flops["forward"] / update_peak, "backward": flops["backward"] / update_peak}
     return {
         "model": model,
         "steps": steps,
+        "grpo": grpo,
         "wall_seconds": wall,
         "seconds": seconds,
         "flops": flops,
         "peak_flops_per_s": peaks,
-        "update_precision": "bfloat16" if bf16 else "float32",
+        "update_precision": "bfloat16 autocast" if trainer.args.bf16 else "float32",
         "limit_seconds": limits,
         "step_limit_seconds": sum(limits.values()),
         "times_the_limit": {part: seconds[part] / limit for part, limit in limits.items()},
@@ -141,9 +142,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3, help="timed iterations, after one warm-up")
     parser.add_argument("--model", help="the model the step trains (default: the built-in one)")
+    parser.add_argument("--grpo", action="append", default=[], help="TRL GRPOConfig KEY=VALUE, as the loop's --grpo")
     parser.add_argument("--out", default="bench/results/step_profile.json")
     args = parser.parse_args()
-    result = {"cpu": cpu_name(), **measure(args.model or str(fetch_default_model()), args.steps)}
+    result = {"cpu": cpu_name(), **measure(args.model or str(fetch_default_model()), args.steps, args.grpo)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     peaks = result["peak_flops_per_s"]

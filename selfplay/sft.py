@@ -17,6 +17,8 @@ from pathlib import Path
 
 import chess
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import PrinterCallback, TrainerCallback
 
 from rewards.chess import ChessRewards
 from selfplay.config import ConfigError, ReadsDomainSettings, check_engine_limit
@@ -144,7 +146,7 @@ def run_sft(config: SFTConfig, console: Console | None = None, on_run_dir=None) 
     console.print(f"[bold]sft[/] {len(examples)} examples from {len(rows)} positions ({config.targets})")
     losses, train_seconds = fine_tune(model_path, examples, out, tokenizer, learning_rate=config.learning_rate,
                                       epochs=config.epochs, batch_size=config.batch_size, lora_rank=config.lora_rank,
-                                      seed=config.seed)
+                                      seed=config.seed, console=console)
     result = {"examples": len(examples), "positions": len(rows), "targets": config.targets,
               "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
               "targets_seconds": targets_seconds, "train_seconds": train_seconds, "model": str(out / "model")}
@@ -156,9 +158,10 @@ def run_sft(config: SFTConfig, console: Console | None = None, on_run_dir=None) 
 
 
 def fine_tune(model_path: str, examples: list[dict], out: Path, tokenizer, *, learning_rate: float, epochs: float,
-              batch_size: int, lora_rank: int, seed: int) -> tuple[list[float], float]:
+              batch_size: int, lora_rank: int, seed: int, console: Console | None = None) -> tuple[list[float], float]:
     """TRL's SFTTrainer on prompt/completion `examples` (loss on the completion only), a LoRA adapter merged into the
-    weights, saved with the tokenizer as out/model. Returns the logged losses and the training seconds."""
+    weights, saved with the tokenizer as out/model, its progress on `console`. Returns the logged losses and the
+    training seconds."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -170,11 +173,13 @@ def fine_tune(model_path: str, examples: list[dict], out: Path, tokenizer, *, le
         per_device_train_batch_size=2, gradient_accumulation_steps=batch_size // 2, logging_steps=1,
         save_strategy="no", report_to=[], seed=seed, use_cpu=not torch.cuda.is_available(),
         bf16=torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported(),
-        gradient_checkpointing=False,
+        gradient_checkpointing=False, disable_tqdm=True,  # FineTuneProgress shows it
     )
     peft = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model_path, args=args, train_dataset=Dataset.from_list(examples),
-                         processing_class=tokenizer, peft_config=peft)
+                         processing_class=tokenizer, peft_config=peft,
+                         callbacks=[FineTuneProgress(console or output_console())])
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; the progress above shows the loss
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
@@ -182,3 +187,36 @@ def fine_tune(model_path: str, examples: list[dict], out: Path, tokenizer, *, le
     merged.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
     return [log["loss"] for log in trainer.state.log_history if "loss" in log], train_seconds
+
+
+class FineTuneProgress(TrainerCallback):
+    """The fine-tune's progress on our console: a bar with ETA and loss in a terminal; through a pipe, a line at every
+    tenth of the steps."""
+
+    def __init__(self, console: Console):
+        self.console, self.progress, self.start = console, None, time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+        if self.console.is_terminal:
+            self.progress = Progress(TextColumn("[bold]sft"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
+                                     TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[loss]}"),
+                                     console=self.console, redirect_stdout=False, redirect_stderr=False)  # theirs: log
+            self.task = self.progress.add_task("sft", total=state.max_steps, loss="")
+            self.progress.start()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        loss = f"loss {float(logs['loss']):.3f}"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step, loss=loss)
+        elif state.global_step % max(1, state.max_steps // 10) == 0 or state.global_step == state.max_steps:
+            minutes = (time.perf_counter() - self.start) / 60
+            self.console.print(f"sft step {state.global_step}/{state.max_steps}  {loss}  {minutes:.1f} min",
+                               highlight=False)
+            self.console.file.flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.stop()

@@ -6,6 +6,7 @@ count at the iteration's beginning, and the run's logger writes the parts beside
 (`time/step_s`, from TRL's step begin to its log) and `time/unmeasured_s`, the wall time no part holds (gradient
 clipping, the callbacks; tests/test_loop.py checks that it stays under 5%). The checkpoint written after each
 iteration falls between iterations: `time/between_s` is the time from one iteration's log to the next one's start.
+An in-process vLLM loads a new adapter when it next generates: that load counts in the next iteration's prefill.
 
     with timed(stats, "sync"):
         policy.load_adapter(path, version)

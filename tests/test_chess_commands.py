@@ -1,6 +1,7 @@
 """`selfplay sft` and `selfplay eval chess` end to end on the tiny model: real TRL, vLLM and Stockfish."""
 
 import json
+import re
 
 import chess.pgn
 import pytest
@@ -10,7 +11,7 @@ from selfplay.cli import main
 
 
 @pytest.mark.slow
-def test_sft_on_engine_moves_writes_a_model_the_loop_can_load(tiny_model, tmp_path):
+def test_sft_on_engine_moves_writes_a_model_the_loop_can_load(tiny_model, tmp_path, capfd):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
@@ -19,6 +20,8 @@ def test_sft_on_engine_moves_writes_a_model_the_loop_can_load(tiny_model, tmp_pa
     assert status == 0
     result = json.loads((tmp_path / "warm" / "sft.json").read_text())
     assert result["examples"] == 8 and result["last_loss"] < result["first_loss"]
+    out = capfd.readouterr().out  # through a pipe: the fine-tune's progress, a line per tenth of its steps
+    assert re.search(r"^sft step 6/6  loss \d+\.\d{3}  \d+\.\d min$", out, re.MULTILINE), out
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "warm" / "model")
     base = load_file(f"{tiny_model}/model.safetensors")
     assert not torch.equal(model.state_dict()["model.layers.0.mlp.down_proj.weight"],

@@ -168,7 +168,7 @@ def warm_start(config, model_path: str, run_dir, rewards: Rewards, console, *, p
     if not examples:
         raise TaskFileError("--warm-start: no sampled answer passed its tests; use --warm-start 0")
     losses, train_seconds = fine_tune(model_path, examples, out, tokenizer, learning_rate=2e-4, epochs=WARM_EPOCHS,
-                                      batch_size=8, lora_rank=config.lora_rank, seed=config.seed)
+                                      batch_size=8, lora_rank=config.lora_rank, seed=config.seed, console=console)
     write_json(out / "warm.json", {"tasks": len(rows), "samples": len(texts), "samples_passed": int(sum(passed)),
                                    "examples": len(examples), "first_loss": losses[0] if losses else None,
                                    "last_loss": losses[-1] if losses else None, "sample_seconds": sample_seconds,
