@@ -82,7 +82,7 @@ def no_leftovers(request, tmp_path, monkeypatch):
     yield
     settle(box)
     assert set(me.children(recursive=True)) <= children
-    assert me.num_fds() == fds
+    assert me.num_fds() <= fds  # none left open (an earlier test's helper may close its own meanwhile)
     assert list(temp.iterdir()) == []
     if isinstance(box, DockerSandbox):
         containers = our_containers(box)
