@@ -127,7 +127,8 @@ class Domain(ABC):
 
     def warm_start(self, config, model_path: str, run_dir, rewards: Rewards, console, *, policy, tokenizer,
                    rows: list[dict]) -> str:
-        """Fine-tune before GRPO (`--warm-start N`); returns the fine-tuned model's directory."""
+        """Fine-tune before GRPO (`--warm-start N`); returns the fine-tuned model's directory. Close the served `policy`
+        once done with it: the loop serves the fine-tuned model anew."""
         from selfplay.config import ConfigError
 
         raise ConfigError(f"--warm-start: the {self.name} domain has no warm start; use --warm-start 0")

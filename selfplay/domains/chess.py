@@ -164,8 +164,11 @@ def warm_start(config, model_path: str, run_dir: Path, rewards: Rewards, console
     """Fine-tune on Stockfish's best move in `config.warm_start` training positions (`selfplay sft --targets engine`,
     LoRA merged), into run_dir/warm/model; GRPO then starts from that model. Returns its directory. The targets come
     from the engine, not from the served policy, and the fine-tune searches with engines of its own (`rewards`: the
-    loop's, and `served`: the loop's policy, tokenizer and rows, are unused here)."""
+    loop's, and `served`: the loop's tokenizer and rows, are unused here; its policy is closed first, so that the
+    fine-tune has vLLM's memory)."""
     from selfplay.sft import SFTConfig, run_sft
+
+    served["policy"].close()
 
     positions = "random" if "selfplay" in config.positions else config.positions
     sft = SFTConfig(model=model_path, targets="engine", positions=positions, skip_bad=config.skip_bad,

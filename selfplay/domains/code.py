@@ -146,6 +146,7 @@ def warm_start(config, model_path: str, run_dir, rewards: Rewards, console, *, p
     groups = policy.generate([encode_prompt(tokenizer, row["prompt"]) for row in rows], n=WARM_SAMPLES,
                              max_tokens=config.max_completion_length, temperature=config.temperature,
                              stop=stop_strings(config))
+    policy.close()  # sampled: the fine-tune gets vLLM's memory
     texts = [c.text for group in groups for c in group]
     passed = rewards.resources[0].unit_test_reward(
         None, texts, tests=[row["tests"] for row in rows for _ in range(WARM_SAMPLES)],
