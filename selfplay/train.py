@@ -14,6 +14,7 @@ logprobs of a group's samples over one pass of their shared prompt):
   calls read those scores.
 """
 
+import itertools
 import os
 import shutil
 import time
@@ -50,7 +51,7 @@ class VLLMRollout:
                 groups[-1] = (ids, groups[-1][1] + 1)
             else:
                 groups.append((ids, 1))
-        firsts = [sum(count for _, count in groups[:i]) for i in range(len(groups))]
+        firsts = [0, *itertools.accumulate(count for _, count in groups)]  # each group's first row
         on_group = None
         if self.rewards is not None:
             self.rewards.begin(trainer.rollout_inputs, trainer)
@@ -233,7 +234,7 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
     from trl import GRPOConfig
 
     from selfplay.config import grpo_overrides
-    from selfplay.trl_seam import SelfplayGRPOTrainer, check_trl_version, score_completion_tokens_only
+    from selfplay.trl_seam import SelfplayGRPOTrainer, score_completion_tokens_only
 
     on_cuda = torch.cuda.is_available()
     if not on_cuda:
