@@ -31,8 +31,8 @@ fd`) while we map two ids into its user namespace, 0 to 65533 and 65534 to 65534
 than one), and, through `nsenter`, set its IPC limits to 0 (no SysV or POSIX IPC object can outlive a run) and its
 `user.max_user_namespaces` to 0 and its network sysctls as `SANDBOX_SYSCTLS` lists (no TIME_WAIT, TCP metrics,
 Fast Open or MPTCP state). The program and the agent have different uids, so the program cannot signal, ptrace or
-prlimit the agent. A run costs ~2 ms of CPU more than the bare program on the
-2-core reference VM (0.85x its rate), most of it the agent's fork and reset: `bench/sandbox_exec.py`. Shared between
+prlimit the agent. A run costs ~1.3 ms more than the bare program on a 2-core Xeon (0.88x its rate), most of it
+the agent's fork (Python's `os.fork`: ~0.4 ms before the child runs) and reset: `bench/sandbox_exec.py`. Shared between
 runs of one sandbox (what the reset does not undo): its namespaces (loopback only, SysV/POSIX IPC off, no TCP
 state kept, no socket left), the tmpfs's inode numbers and timestamps, and the agent process; so a run written to
 read them learns a little of the run before it (how many processes it made from the pid counter, packets it sent
@@ -86,25 +86,21 @@ import json
 import logging
 import math
 import os
-import secrets
 import select
 import selectors
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import weakref
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from sandboxes import Limits, RunResult, Sandbox, SandboxError, Stop, finished
+from sandboxes import Limits, RunResult, SandboxError, Stop, finished
 from sandboxes.agent import seccomp_filter, set_off_unix_gc
-from sandboxes.agent_client import (
-    AGENT_CAPS, AGENT_PATH, ATTEMPTS, ENV, GRACE_S, SANDBOX_SYSCTLS, SCRATCH, TTL_S, Streams, job, rlimits,
-)
+from sandboxes.agent_client import AGENT_CAPS, AGENT_PATH, ENV, SANDBOX_SYSCTLS, SCRATCH, TTL_S, Streams, rlimits
+from sandboxes.agent_pool import AgentPool, AgentSandbox, Warm
 
 log = logging.getLogger(__name__)
 
@@ -183,17 +179,15 @@ def sysctl_script() -> str:
     return "; ".join(f"echo '{value}' > /proc/sys/{key.replace('.', '/')}" for key, value in settings.items())
 
 
-@dataclass
-class Agent:
-    """A reused sandbox: bwrap, whose child is the agent, with the pipes it takes jobs on and reports on."""
+class Agent(Warm):
+    """A reused sandbox: bwrap, whose child is the agent, with the pipes it takes jobs on and reports on; its key is
+    its scratch size."""
 
-    proc: subprocess.Popen
-    scratch_bytes: int
-    last: float  # when it started, or finished its last run
-    runs: int = 0
+    def __init__(self, proc: subprocess.Popen, scratch_bytes: int) -> None:
+        super().__init__(scratch_bytes)
+        self.proc = proc
 
-    def kill(self) -> None:
-        """End the sandbox (unless it is reaped already); returns once every process in it is gone."""
+    def end(self) -> None:
         if self.proc.returncode is None:
             kill_sandbox(self.proc.pid)
             self.proc.wait()
@@ -201,19 +195,12 @@ class Agent:
             pipe.close()
 
 
-def end_agents(idle: list[Agent], lock: threading.Lock) -> None:
-    """End the idle agents of a pool."""
-    with lock:
-        ending = idle[:]
-        idle.clear()
-    for agent in ending:
-        agent.kill()
-
-
-class BwrapSandbox(Sandbox):
+class BwrapSandbox(AgentSandbox):
     """Runs programs under bubblewrap; raises SandboxError at construction when bwrap is missing or cannot work.
     `reuse` (default: when we are root) runs them through agents in reused sandboxes, at most `pool_size` kept idle
     (default: one per CPU); `close()` ends the idle ones (later runs start new ones)."""
+
+    name, gone = "bwrap", "the bwrap sandbox's agent died during the run"
 
     def __init__(self, *, bwrap: str | None = None, reuse: bool | None = None, pool_size: int | None = None) -> None:
         found = shutil.which(bwrap or "bwrap")
@@ -240,13 +227,12 @@ class BwrapSandbox(Sandbox):
         self.nsenter = shutil.which("nsenter") or shutil.which("nsenter", path="/usr/bin:/bin")
         if self.reuse and self.nsenter is None:
             raise SandboxError("reused bwrap sandboxes need nsenter: apt-get install util-linux")
-        self.pool_size = pool_size or os.cpu_count() or 2
-        self.idle: list[Agent] = []
-        self.lock = threading.Lock()
+        start = weakref.WeakMethod(self.start_agent)  # not a reference to self: the finalizer below holds the pool
+        self.pool = AgentPool(lambda key: start()(key), size=pool_size or os.cpu_count() or 2, max_runs=MAX_RUNS)
         # bwrap's --die-with-parent fires when the thread that started it ends, not the process: agents outlive the
         # run that starts them, so one thread that lives as long as the sandbox starts them all
         self.starter = ThreadPoolExecutor(1, thread_name_prefix="bwrap-agents")
-        weakref.finalize(self, end_agents, self.idle, self.lock)  # a sandbox dropped without close() ends its agents
+        weakref.finalize(self, self.pool.end_idle)  # a sandbox dropped without close() ends its agents
         try:
             probe = self.run(["true"], limits=Limits(wall_s=30))
         except SandboxError as error:
@@ -265,10 +251,13 @@ class BwrapSandbox(Sandbox):
         stdin: bytes = b"",
         limits: Limits = Limits(),
     ) -> RunResult:
-        return (self.run_reused if self.reuse else self.run_fresh)(argv, files or {}, stdin, limits)
+        if self.reuse:  # the deadline counts the sandbox's start, as a fresh sandbox's does
+            return self.run_in_agent(argv, files, stdin, limits, key=limits.scratch_bytes,
+                                     rlimits=rlimits(limits, processes=True), start_counts=True)
+        return self.run_fresh(argv, files or {}, stdin, limits)
 
     def close(self) -> None:
-        end_agents(self.idle, self.lock)
+        self.pool.end_idle()
 
     # --- reused sandboxes (as root) -----------------------------------------------------------------------------------
 
@@ -290,7 +279,7 @@ class BwrapSandbox(Sandbox):
         finally:
             os.close(block_read)
             os.close(info_write)
-        agent = Agent(proc, scratch_bytes, time.monotonic())
+        agent = Agent(proc, scratch_bytes)
         try:
             with os.fdopen(info_read, "rb") as info:  # bwrap writes it, then closes it
                 pid = json.loads(info.read() or b'{"child-pid": null}')["child-pid"]
@@ -306,7 +295,7 @@ class BwrapSandbox(Sandbox):
             kill_sandbox(proc.pid)
             proc.wait()
             said = getattr(error, "stderr", None) or proc.stderr.read()
-            agent.kill()
+            agent.end()
             raise SandboxError(f"bwrap could not start a sandbox: {error}: {said.decode(errors='replace')[-300:]}"
                                ) from None
         finally:
@@ -315,58 +304,11 @@ class BwrapSandbox(Sandbox):
             os.set_blocking(pipe.fileno(), False)
         return agent
 
-    def take(self, scratch_bytes: int) -> Agent:
-        """An idle agent with this scratch size (the most recently used: its pages are warm), or a new one."""
-        with self.lock:
-            fit = [agent for agent in self.idle if agent.scratch_bytes == scratch_bytes]
-            taken = fit[-1] if fit else None
-            if taken is not None:
-                self.idle.remove(taken)
-        if taken is not None and time.monotonic() - taken.last > TTL_S - 60:
-            taken.kill()  # its agent is about to give up waiting
-            taken = None
-        return taken or self.start_agent(scratch_bytes)
+    def vanished(self, agent: Agent) -> tuple[int | None, bool]:
+        agent.end()
+        return agent.proc.returncode, False
 
-    def give_back(self, agent: Agent) -> None:
-        agent.runs += 1
-        agent.last = time.monotonic()
-        with self.lock:
-            keep = agent.runs < MAX_RUNS and len(self.idle) < self.pool_size
-            if keep:
-                self.idle.append(agent)
-        if not keep:
-            agent.kill()
-
-    def run_reused(self, argv: list[str], files: Mapping[str, str | bytes], stdin: bytes, limits: Limits
-                   ) -> RunResult:
-        program_limits = rlimits(limits, processes=True)
-        job(argv, files, stdin, program_limits, "0" * 32, 0.0)  # ValueError before an agent is taken
-        for _ in range(ATTEMPTS):
-            start = time.monotonic()
-            agent = self.take(limits.scratch_bytes)
-            nonce = secrets.token_hex(16)
-            streams = Streams(nonce, limits)
-            status = None
-            try:  # the deadline counts the sandbox's start, as a fresh sandbox's does
-                payload = job(argv, files, stdin, program_limits, nonce, limits.wall_s - (time.monotonic() - start))
-                self.exchange(agent, payload, streams, start + limits.wall_s + GRACE_S)
-            finally:
-                if streams.clean():
-                    self.give_back(agent)
-                else:
-                    if streams.killed is None:
-                        log.info("bwrap sandbox replaced, its reset after a run left: %s", streams.reset_left())
-                    agent.kill()
-                    status = agent.proc.returncode
-            if streams.ended or streams.killed or streams.out or streams.err:
-                return streams.result(status, False, limits, wall_s=time.monotonic() - start,
-                                      gone="the bwrap sandbox's agent died during the run")
-        raise SandboxError(f"bwrap sandboxes ended before running the program, {ATTEMPTS} times in a row")
-
-    @staticmethod
-    def exchange(agent: Agent, payload: bytes, streams: Streams, deadline: float) -> None:
-        """Send the job, read the agent's stdout and stderr into `streams` until its end of the run, a cap (or bytes
-        after the end) or the deadline (`streams.killed`), or the end of both (the agent is gone)."""
+    def exchange(self, agent: Agent, payload: bytes, streams: Streams, deadline: float) -> None:
         streams_of = {agent.proc.stdout.fileno(): 1, agent.proc.stderr.fileno(): 2}
         reading = set(streams_of)
         stdin = agent.proc.stdin.fileno()
@@ -486,6 +428,8 @@ class BwrapSandbox(Sandbox):
                cpu_s: float) -> RunResult:
         ready = err.startswith(READY)
         err = err[len(READY):] if ready else err[: limits.output_bytes]
+        if not ready and killed is None and b"No space left on device" in err:  # bwrap's, copying `files` in
+            return RunResult(127, None, "", f"sandbox: cannot run: {err.decode(errors='replace')}", wall_s, cpu_s, "exit")
         if not ready and killed is None:
             raise SandboxError(f"bwrap could not start the sandbox (exit {code}): {err.decode(errors='replace')}")
         exit_code, sig = code, None

@@ -65,16 +65,14 @@ What this does NOT protect against:
 import ctypes
 import logging
 import os
-import secrets
 import selectors
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import docker
@@ -82,10 +80,11 @@ import docker.errors
 import psutil
 import requests
 
-from sandboxes import Limits, RunResult, Sandbox, SandboxError
+from sandboxes import Limits, RunResult, SandboxError
 from sandboxes.agent_client import (
-    AGENT_CAPS, AGENT_PATH, ATTEMPTS, ENV, GRACE_S, SANDBOX_SYSCTLS, SCRATCH, TTL_S, Streams, job, rlimits,
+    AGENT_CAPS, AGENT_PATH, ATTEMPTS, ENV, GRACE_S, SANDBOX_SYSCTLS, SCRATCH, TTL_S, Streams, rlimits,
 )
+from sandboxes.agent_pool import AgentPool, AgentSandbox, Warm
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +96,20 @@ PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: between fork 
 START_DAEMON = "start the Docker daemon (`dockerd > /var/log/dockerd.log 2>&1 &`, or `systemctl start docker`)"
 
 
-@dataclass
-class Warm:
-    """A started container waiting for its next job, with the attach stream it gets its jobs on."""
+class Container(Warm):
+    """A started container whose agent waits for its next job, with the attach stream it gets its jobs on."""
 
-    id: str
-    last: float  # when it started, or finished its last run
-    attached: object = None
-    sock: socket.socket | None = None
-    runs: int = 0
+    def __init__(self, id: str, key: Limits, remove: Callable[[str], None]) -> None:
+        super().__init__(key)
+        self.id, self.remove = id, remove
+        self.attached = self.sock = None
 
-    def close(self) -> None:
+    def end(self) -> None:
         if self.attached is not None:
             self.attached.close()
             self.sock.close()
             self.attached = self.sock = None
+        self.remove(self.id)
 
 
 def container_limits(limits: Limits) -> Limits:
@@ -132,9 +130,11 @@ def owner() -> str:
     return f"{socket.gethostname()}:{me.pid}:{me.create_time()}"
 
 
-class DockerSandbox(Sandbox):
+class DockerSandbox(AgentSandbox):
     """Runs programs in fresh Docker containers from a warm pool; SandboxError at construction when Docker or the
     image is missing. Call `close()` (or use it as a context manager) to remove the pool."""
+
+    name, gone = "Docker", "the Docker sandbox's agent was killed from outside: is dockerd healthy?"
 
     def __init__(self, *, image: str = IMAGE, pool_size: int = 2) -> None:
         try:
@@ -149,16 +149,9 @@ class DockerSandbox(Sandbox):
             raise SandboxError(f"the Docker image {image} is missing: run `make sandbox-image`") from None
         self.image, self.pool_size, self.owner = image, pool_size, owner()
         self.remove_orphans()
-        self.lock = threading.Condition()
-        self.warm: dict[Limits, list[Warm]] = {}
-        self.busy: dict[Limits, int] = {}
-        self.want = container_limits(Limits())
-        self.closed = False
         self.watchdog: subprocess.Popen | None = None
-        watching = threading.Event()
-        self.refiller = threading.Thread(target=self.refill, args=(watching,), name="docker-sandbox-pool", daemon=True)
-        self.refiller.start()
-        watching.wait()
+        self.pool = AgentPool(self.start_container, size=pool_size, max_runs=MAX_RUNS, ahead=True,
+                              on_thread=self.start_watchdog, want=container_limits(Limits()))
         try:
             probe = self.run(["true"], limits=Limits(wall_s=30))
             if not probe.ok:
@@ -183,8 +176,9 @@ class DockerSandbox(Sandbox):
             if not alive:
                 self.remove(container["Id"])
 
-    def start_container(self, limits: Limits) -> Warm:
-        """A started container for `limits`, attached, after up to ATTEMPTS tries; SandboxError saying what to do."""
+    def start_container(self, limits: Limits) -> Container:
+        """A started container for `limits` (a pool key: see container_limits), attached, after up to ATTEMPTS tries;
+        SandboxError saying what to do."""
         host_config = self.client.api.create_host_config(
             network_mode="none", ipc_mode="none", read_only=True, cap_drop=["ALL"], cap_add=AGENT_CAPS,
             security_opt=["no-new-privileges"], pids_limit=limits.processes, mem_limit=limits.memory_bytes,
@@ -205,7 +199,7 @@ class DockerSandbox(Sandbox):
                     working_dir="/", environment=ENV, hostname="sandbox", stdin_open=True,  # + StdinOnce
                     labels={LABEL: "1", f"{LABEL}.owner": self.owner}, host_config=host_config,
                 )["Id"]
-                warm = Warm(cid, time.monotonic())
+                warm = Container(cid, limits, self.remove)
                 warm.attached = self.client.api.attach_socket(
                     cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
                 warm.sock = getattr(warm.attached, "_sock", warm.attached)  # the SDK hands a SocketIO over a unix socket
@@ -216,8 +210,7 @@ class DockerSandbox(Sandbox):
             except (docker.errors.DockerException, requests.RequestException) as failure:
                 error = failure
                 if cid is not None:
-                    warm.close()
-                    self.remove(cid)
+                    warm.end()
         raise SandboxError(f"Docker could not start a sandbox container in {ATTEMPTS} tries: {error}. "
                            f"Check `docker info` and dockerd's log, or {START_DAEMON}")
 
@@ -231,10 +224,6 @@ class DockerSandbox(Sandbox):
             if "already in progress" not in str(error):
                 raise SandboxError(f"Docker could not remove sandbox container {cid[:12]}: {error}") from None
             self.client.api.wait(cid, condition="removed")
-
-    def discard(self, warm: Warm) -> None:
-        warm.close()
-        self.remove(warm.id)
 
     # --- the pool ------------------------------------------------------------------------------------------------
 
@@ -251,92 +240,14 @@ class DockerSandbox(Sandbox):
             [sys.executable, "-I", str(Path(__file__).with_name("docker_watchdog.py")), f"{LABEL}.owner={self.owner}",
              str(parent)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=watch_parent)
 
-    def refill(self, watching: threading.Event) -> None:
-        """Background thread: keep `pool_size` containers (warm or in a run) for the latest run's limits, drop others."""
-        try:
-            self.start_watchdog()
-        finally:
-            watching.set()
-        while True:
-            with self.lock:
-                while not self.closed and self.count(self.want) >= self.pool_size and (
-                        self.warm.keys() <= {self.want}):
-                    self.lock.wait()
-                if self.closed:
-                    return
-                want = self.want
-                stale = [w for key, ws in self.warm.items() if key != want for w in ws]
-                self.warm = {want: self.warm.get(want, [])}
-                enough = self.count(want) >= self.pool_size
-            for w in stale:
-                self.discard(w)
-            if enough:
-                continue
-            try:
-                made = self.start_container(want)
-            except SandboxError as error:  # runs then start their own container, and raise if they cannot
-                log.warning("sandbox pool: %s", error)
-                with self.lock:
-                    self.lock.wait(5)
-                continue
-            with self.lock:
-                keep = not self.closed and want == self.want
-                if keep:
-                    self.warm.setdefault(want, []).append(made)
-            if not keep:
-                self.discard(made)
-
-    def count(self, key: Limits) -> int:
-        """Containers for `key` warm or in a run (they come back): call with the lock held."""
-        return len(self.warm.get(key, [])) + self.busy.get(key, 0)
-
-    def take(self, limits: Limits) -> Warm:
-        key = container_limits(limits)
-        with self.lock:
-            if self.closed:
-                raise SandboxError("this DockerSandbox is closed")
-            self.want = key
-            ready = self.warm.get(key, [])
-            taken = ready.pop() if ready else None  # the most recently used: its pages are warm
-            self.busy[key] = self.busy.get(key, 0) + 1
-            self.lock.notify_all()
-        if taken is not None and time.monotonic() - taken.last > TTL_S - 60:
-            self.discard(taken)  # its agent is about to give up waiting
-            taken = None
-        try:
-            return taken or self.start_container(key)
-        except BaseException:
-            self.give_back(key, None)
-            raise
-
-    def give_back(self, key: Limits, warm: Warm | None) -> None:
-        """After a run: `warm` (a container whose reset was clean) back into the pool, or removed; None: it is gone."""
-        with self.lock:
-            self.busy[key] -= 1
-            keep = warm is not None and not self.closed and key == self.want and warm.runs < MAX_RUNS and (
-                len(self.warm.get(key, [])) < self.pool_size)
-            if keep:
-                warm.last = time.monotonic()
-                self.warm.setdefault(key, []).append(warm)
-            self.lock.notify_all()
-        if warm is not None and not keep:
-            self.discard(warm)
-
     def close(self) -> None:
         """Remove every warm container of the pool. Runs in flight remove their own."""
-        with self.lock:
-            if self.closed:
-                return
-            self.closed = True
-            if self.watchdog is not None:  # before the pool thread ends and sets it off
-                self.watchdog.kill()
-                self.watchdog.wait()
-            self.lock.notify_all()
-            warm = [w for ws in self.warm.values() for w in ws]
-            self.warm = {}
-        self.refiller.join()
-        for w in warm:
-            self.discard(w)
+        if self.pool.closed:
+            return
+        if self.watchdog is not None:  # before the pool thread ends and sets it off
+            self.watchdog.kill()
+            self.watchdog.wait()
+        self.pool.close()
         self.client.close()
 
     # --- runs ------------------------------------------------------------------------------------------------------
@@ -349,44 +260,18 @@ class DockerSandbox(Sandbox):
         stdin: bytes = b"",
         limits: Limits = Limits(),
     ) -> RunResult:
-        program_limits = rlimits(limits, processes=False)
-        job(argv, files, stdin, program_limits, "0" * 32, 0.0)  # ValueError before a container is taken
-        key = container_limits(limits)
-        failure = ""
-        for _ in range(ATTEMPTS):
-            container = self.take(limits)
-            start = time.monotonic()
-            nonce = secrets.token_hex(16)
-            payload = job(argv, files, stdin, program_limits, nonce, limits.wall_s - (time.monotonic() - start))
-            streams = Streams(nonce, limits)
-            keep = False
-            try:
-                self.stream(container, payload, streams, start + limits.wall_s + GRACE_S)
-                status = oom_killed = None
-                if not streams.ended and streams.killed is None:  # the agent is gone: how did its container end?
-                    status = self.client.api.wait(container.id, timeout=GRACE_S)["StatusCode"]
-                    oom_killed = status == 137 and self.client.api.inspect_container(container.id)["State"]["OOMKilled"]
-                keep = streams.clean()
-                if not keep and streams.killed is None:
-                    log.info("Docker sandbox replaced, its reset after a run left: %s", streams.reset_left())
-            except (docker.errors.DockerException, requests.RequestException) as error:
-                raise SandboxError(f"Docker failed during a run: {error}. Check `docker info`") from None
-            finally:
-                if keep:
-                    container.runs += 1
-                self.give_back(key, container if keep else None)
-                if not keep:
-                    self.discard(container)
-            if streams.ended or streams.killed or oom_killed or streams.out or streams.err:
-                return streams.result(status, bool(oom_killed), limits, wall_s=time.monotonic() - start,
-                                      gone="the Docker sandbox's agent was killed from outside: is dockerd healthy?")
-            failure = f"exit {status}"  # the agent never got to the program
-        raise SandboxError(f"the Docker sandbox could not start the program in {ATTEMPTS} containers ({failure})")
+        return self.run_in_agent(argv, files, stdin, limits, key=container_limits(limits),
+                                 rlimits=rlimits(limits, processes=False), start_counts=False)
 
-    @staticmethod
-    def stream(container: Warm, payload: bytes, streams: Streams, deadline: float) -> None:
-        """Send the job, read Docker's multiplexed stream into `streams` until the agent's end of the run, a cap (or
-        bytes after the end) or the deadline (`streams.killed`), or the stream's end (the agent is gone)."""
+    def vanished(self, container: Container) -> tuple[int | None, bool]:
+        try:
+            status = self.client.api.wait(container.id, timeout=GRACE_S)["StatusCode"]
+            return status, status == 137 and self.client.api.inspect_container(container.id)["State"]["OOMKilled"]
+        except (docker.errors.DockerException, requests.RequestException) as error:
+            raise SandboxError(f"Docker failed during a run: {error}. Check `docker info`") from None
+
+    def exchange(self, container: Container, payload: bytes, streams: Streams, deadline: float) -> None:
+        """Docker multiplexes both streams in one."""
         frames = bytearray()  # each frame: an 8-byte header (stream, 0, 0, 0, size), then size bytes
         sent = 0
         sock = container.sock

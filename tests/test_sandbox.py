@@ -46,8 +46,8 @@ def settle(sandbox: Sandbox | None) -> None:
     if isinstance(sandbox, DockerSandbox):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            with sandbox.lock:
-                if len(sandbox.warm.get(sandbox.want, [])) >= sandbox.pool_size:  # the refiller is idle
+            with sandbox.pool.lock:
+                if len(sandbox.pool.idle) >= sandbox.pool_size:  # the refiller is idle
                     break
             time.sleep(0.05)
         sandbox.client.api.close()
@@ -110,6 +110,14 @@ def test_a_plain_program_gets_its_files_stdin_and_an_exact_result(sandbox):
     result = sandbox.run(["python3", "-c", code], files={"pkg/data.txt": "é", "raw.bin": b"\x00\x01"}, stdin=b"in")
     assert (result.exit_code, result.signal, result.stopped, result.ok) == (3, None, "exit", False)
     assert result.stdout == "é b'\\x00\\x01' in\n" and result.stderr == ""
+    assert py(sandbox, "pass").ok
+
+
+def test_the_given_files_are_the_programs_and_too_many_of_them_fail_the_run(sandbox):
+    code = "import os; os.chmod('a/b.txt', 0o600); os.remove('a/b.txt'); os.rmdir('a'); print(os.listdir('.'))"
+    assert py(sandbox, code, files={"a/b.txt": "x"}).stdout == "[]\n"
+    too_big = py(sandbox, "pass", files={"big": b"x" * 2**21}, limits=Limits(scratch_bytes=2**20))
+    assert too_big.exit_code not in (0, None) and "No space left on device" in too_big.stderr
     assert py(sandbox, "pass").ok
 
 
@@ -218,6 +226,21 @@ def test_a_reused_sandbox_is_reset_so_a_run_cannot_see_or_affect_the_next(sandbo
         "NoNewPrivs:\t1"]
 
 
+def test_a_sandbox_whose_reset_is_not_clean_is_replaced(sandbox, caplog):
+    if not isinstance(sandbox, DockerSandbox) and not sandbox.reuse:
+        pytest.skip("a fresh bwrap per run: nothing is reused")
+    caplog.set_level(logging.INFO)
+    net = "import os; print(os.readlink('/proc/self/ns/net'))"  # which sandbox ran it
+    first, again = py(sandbox, net), py(sandbox, net)
+    assert first.ok and again.stdout == first.stdout  # a clean reset: the same sandbox serves the next run
+    too_deep = py(sandbox, net + "\nfor _ in range(1100):\n    os.mkdir('d'); os.chdir('d')")  # see LEFT_IN_THE_KERNEL
+    assert too_deep.ok and too_deep.stdout == first.stdout
+    after = py(sandbox, net + "; print(os.listdir('/tmp'))")
+    assert after.ok and after.stdout.splitlines()[1] == "[]"
+    assert after.stdout.splitlines()[0] != first.stdout.strip()  # a new sandbox
+    assert "sandbox replaced, its reset after a run left: " in caplog.text  # RecursionError, OSError (too long)
+
+
 def test_reused_bwrap_needs_root(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(SandboxError, match="reused bwrap sandboxes need root"):
@@ -228,7 +251,7 @@ def test_an_idle_agent_that_died_is_replaced_but_one_killed_in_a_run_raises(sand
     if not isinstance(sandbox, BwrapSandbox) or not sandbox.reuse:
         pytest.skip("reused bwrap sandboxes only")
     assert py(sandbox, "pass").ok
-    [idle] = sandbox.idle
+    [idle] = sandbox.pool.idle
     psutil.Process(idle.proc.pid).children()[0].kill()  # the agent, between runs
     assert py(sandbox, "print('fine')").stdout == "fine\n" and idle.proc.returncode is not None
 
