@@ -28,6 +28,7 @@ import shutil
 import signal
 import sqlite3
 import threading
+import time
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str | None]  # (FEN, UCI move or None for the engine's own best move)
 PR_SET_PDEATHSIG = 1
+# Stockfish's hash table in MB (its default 16). Each search starts from a cleared table; a depth-8 search stores a few
+# thousand positions, which 1 MB (~100k entries) holds: the same scores as 16 MB (bench/engine_reward.py checks
+# equality with the default engine) and 1.15x the searches/s.
+HASH_MB = 1
 PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: between fork and exec the child only calls it
 
 
@@ -82,25 +87,41 @@ def die_with_parent(parent: int) -> None:
 
 class Engine:
     """One UCI engine process (a command: Stockfish's path, or e.g. `ssh host stockfish`), started on first use,
-    killed when an analysis outlives `timeout`."""
+    killed when an analysis outlives `timeout` (by one watchdog thread per engine, which sleeps until the running
+    search's deadline: a thread per search cost more than the search's own Python work)."""
 
     def __init__(self, command: list[str], timeout: float):
         self.command, self.timeout = command, timeout
         self.engine: chess.engine.SimpleEngine | None = None
         self.pid: int | None = None
+        self.deadline: float | None = None  # of the search running now
+        self.watching = threading.Condition()
+        self.watchdog: threading.Thread | None = None
+        self.analysis_mode: dict = {}
 
     def analyse(self, board: chess.Board, limit: chess.engine.Limit, move: chess.Move | None) -> tuple[float, str | None]:
         if self.engine is None:
             self.start()
-        watchdog = threading.Timer(self.timeout, self.kill)  # a hung engine raises EngineTerminatedError below
-        watchdog.start()
+        self.deadline = time.monotonic() + self.timeout  # a hung engine is killed: EngineTerminatedError below
         try:
-            # a new game clears the hash table: the result depends on the key only, not on what was searched before
-            info = self.engine.analyse(board, limit, root_moves=[move] if move else None, game=object())
+            # A new game clears the hash table: the result depends on the key only, not on what was searched before.
+            # `play` is one round trip to the engine's thread (`analysis` takes three) and parses only the score of
+            # the info lines; in analysis mode, as `analyse` searches: the same scores and best move
+            result = self.engine.play(board, limit, root_moves=[move] if move else None, game=object(),
+                                      info=chess.engine.INFO_SCORE, options=self.analysis_mode)
         finally:
-            watchdog.cancel()
-        best = info["pv"][0].uci() if info.get("pv") else None
-        return info["score"].pov(board.turn).wdl().expectation(), best
+            self.deadline = None
+        return result.info["score"].pov(board.turn).wdl().expectation(), result.move.uci() if result.move else None
+
+    def watch(self) -> None:
+        """The watchdog: kill the engine when a search passes its deadline; ends with the engine."""
+        with self.watching:
+            while self.engine is not None:
+                deadline = self.deadline
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.kill()
+                    self.deadline = None
+                self.watching.wait(max(0.0, deadline - time.monotonic()) if deadline else self.timeout)
 
     def start(self) -> None:
         started: Future[chess.engine.SimpleEngine] = Future()
@@ -118,6 +139,11 @@ class Engine:
         threading.Thread(target=popen, name="stockfish-start", daemon=True).start()
         self.engine = started.result()
         self.pid = self.engine.protocol.transport.get_pid()
+        if "Hash" in self.engine.options:  # a new game clears it: the smallest is the cheapest to clear
+            self.engine.configure({"Hash": HASH_MB})
+        self.analysis_mode = {"UCI_AnalyseMode": True} if "UCI_AnalyseMode" in self.engine.options else {}
+        self.watchdog = threading.Thread(target=self.watch, name="stockfish-watchdog", daemon=True)
+        self.watchdog.start()
 
     def kill(self) -> None:
         if self.pid is not None:
@@ -130,6 +156,9 @@ class Engine:
         engine, self.engine = self.engine, None
         if engine is None:
             return
+        with self.watching:
+            self.watching.notify()  # the watchdog ends
+        self.watchdog.join()
         try:
             engine.quit()
         except (chess.engine.EngineError, chess.engine.EngineTerminatedError, OSError, TimeoutError):
@@ -196,8 +225,9 @@ class EnginePool:
         self.disk = DiskCache(cache_path) if cache_path else None
         self.evaluations = 0  # engine searches actually run (cache misses)
 
-    def evaluate(self, keys: list[Key]) -> list[tuple[float, str | None]]:
-        """(expected score for the side to move, engine's best move) per key, searching only what no cache has."""
+    def evaluate(self, keys: list[Key], boards: dict[str, chess.Board] | None = None) -> list[tuple[float, str | None]]:
+        """(expected score for the side to move, engine's best move) per key, searching only what no cache has;
+        `boards` (FEN -> board) saves parsing the FENs again."""
         missing = []
         for key in dict.fromkeys(keys):
             if key in self.cache:
@@ -207,7 +237,8 @@ class EnginePool:
                 missing.append(key)
             else:
                 self.cache[key] = stored
-        found = dict(zip(missing, self.workers.map(self._search, missing)))
+        boards = boards or {}
+        found = dict(zip(missing, self.workers.map(lambda key: self._search(key, boards.get(key[0])), missing)))
         self.evaluations += len(found)
         self.cache.update(found)
         if self.disk and found:
@@ -216,8 +247,9 @@ class EnginePool:
 
     def score_moves(self, pairs: list[tuple[chess.Board, chess.Move]]) -> list[float]:
         """1 for a move as good as the engine's best, down to 0 as it gives away expected score."""
-        keys = [(board.fen(), None) for board, _ in pairs] + [(board.fen(), move.uci()) for board, move in pairs]
-        values = [value for value, _ in self.evaluate(keys)]
+        fens = [board.fen() for board, _ in pairs]
+        keys = [(fen, None) for fen in fens] + [(fen, move.uci()) for fen, (_, move) in zip(fens, pairs)]
+        values = [value for value, _ in self.evaluate(keys, {fen: board for fen, (board, _) in zip(fens, pairs)})]
         best, played = values[: len(pairs)], values[len(pairs) :]
         # a root-move search can see further than the free one: never score above 1
         return [1.0 - (max(b, p) - p) for b, p in zip(best, played)]
@@ -231,8 +263,8 @@ class EnginePool:
         scores = iter(self.score_moves([(board, move) for board, legal in zip(boards, moves) for move in legal]))
         return [{move.uci(): next(scores) for move in legal} for legal in moves]
 
-    def _search(self, key: Key) -> tuple[float, str | None]:
-        board = chess.Board(key[0])
+    def _search(self, key: Key, board: chess.Board | None) -> tuple[float, str | None]:
+        board = board or chess.Board(key[0])
         move = chess.Move.from_uci(key[1]) if key[1] else None
         engine = self.idle.get()
         try:

@@ -33,6 +33,26 @@ def test_duplicates_in_a_batch_are_searched_once():
     assert scores[:3] * 4 == scores and all(0.0 <= s <= 1.0 for s in scores)
 
 
+def test_a_groups_shared_searches_give_the_rewards_of_one_search_per_answer():
+    # a GRPO group: one position, 8 answers repeating 3 moves; the naive reward is two fresh searches per answer, with
+    # python-chess's `analyse` and Stockfish's own settings
+    board = chess.Board(random_positions(1, seed=4)[0])
+    moves = list(board.legal_moves)[:3]
+    answers = [moves[i % 3] for i in (0, 1, 1, 2, 0, 0, 2, 1)]
+    with chess.engine.SimpleEngine.popen_uci(find_stockfish()) as engine:
+        def value(move):
+            info = engine.analyse(board, LIMIT, root_moves=[move] if move else None, game=object())
+            return info["score"].pov(board.turn).wdl().expectation()
+
+        best = value(None)
+        naive = [1.0 - (max(best, value(move)) - value(move)) for move in answers]
+        best_move = engine.analyse(board, LIMIT, game=object())["pv"][0].uci()
+    with EnginePool(size=2, limit=LIMIT) as pool:
+        assert pool.score_moves([(board, move) for move in answers]) == naive
+        assert pool.evaluations == 4  # the position's best move once, each distinct played move once
+        assert pool.best_moves([board]) == [best_move]
+
+
 def test_disk_cache_serves_a_second_pool_without_searching(tmp_path):
     pairs = batch(4)
     with EnginePool(size=2, limit=LIMIT, cache_path=tmp_path / "evals.sqlite") as pool:
