@@ -50,7 +50,8 @@ def measure(variant: str, steps: int, prompts: int, group: int) -> dict:
         from selfplay.policy import VLLMPolicy
         from selfplay.train import build_trainer
 
-        policy = VLLMPolicy(model, lora_rank=config.lora_rank) if generation == "vllm" else None
+        policy = VLLMPolicy(model, lora_rank=config.lora_rank, answer_tokens=config.max_completion_length) if (
+            generation == "vllm") else None
         trainer = build_trainer(config, model, dataset, reward_funcs, weights, policy, out, {}, [])
     else:
         args = GRPOConfig(

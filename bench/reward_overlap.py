@@ -46,7 +46,8 @@ def measure(domain_name: str, rounds: int, model: str | None) -> dict:
     config = make_config(domain=domain_name, steps=rounds, overlap_rewards="on")
     rows = domain.train_rows(config, [])
     rewards = domain.rewards(config)
-    policy = VLLMPolicy(model, lora_rank=config.lora_rank, seed=config.seed)
+    policy = VLLMPolicy(model, lora_rank=config.lora_rank, seed=config.seed,
+                        answer_tokens=config.max_completion_length)
     stats: dict = {}
     trainer = build_trainer(config, model, Dataset.from_list(rows), rewards.funcs, rewards.weights, policy,
                             Path(tempfile.mkdtemp(prefix="bench-overlap-")), stats, [], domain.stop_strings(config),

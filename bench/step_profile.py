@@ -84,7 +84,8 @@ def measure(model: str, steps: int, grpo: list[str]) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model)
     rows = chess_domain.train_rows(config, [])
     rewards = chess_domain.rewards(config)
-    policy = VLLMPolicy(model, lora_rank=config.lora_rank, seed=config.seed)
+    policy = VLLMPolicy(model, lora_rank=config.lora_rank, seed=config.seed,
+                        answer_tokens=config.max_completion_length)
     stats: dict = {}
     iterations: list[dict] = []
 

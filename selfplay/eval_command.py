@@ -264,7 +264,8 @@ def _score(config, console, domain, rows, rewards, policies, model_path, lora_ra
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     temperature = config.sampling_temperature()
     console.print(f"model {model_path}", highlight=False)
-    vllm_policy = VLLMPolicy(model_path, lora_rank=lora_rank, seed=config.seed)
+    vllm_policy = VLLMPolicy(model_path, lora_rank=lora_rank, seed=config.seed,
+                             answer_tokens=config.max_completion_length)
     try:
         results = []
         for policy in policies:

@@ -184,9 +184,10 @@ def start_policy(config: LoopConfig, model_path: str, lora: bool, run_dir):
     rank = config.lora_rank if lora else None
     server = config.policy_server()
     if not server or not lora:
-        return VLLMPolicy(model_path, lora_rank=rank, seed=config.seed)
+        return VLLMPolicy(model_path, lora_rank=rank, seed=config.seed, answer_tokens=config.max_completion_length)
     if server == "auto":
-        server = VLLMServer(model_path, lora_rank=rank, seed=config.seed, log_path=run_dir / "vllm-server.log")
+        server = VLLMServer(model_path, lora_rank=rank, seed=config.seed, log_path=run_dir / "vllm-server.log",
+                            answer_tokens=config.max_completion_length)
         return ServerPolicy(server.start(), lora_rank=rank, server=server)
     return ServerPolicy(server, lora_rank=rank)
 

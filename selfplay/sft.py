@@ -102,7 +102,7 @@ def best_sampled_answers(model_path: str, rows: list[dict], config: SFTConfig, t
     from selfplay.policy import VLLMPolicy
     from selfplay.train import encode_prompt
 
-    policy = VLLMPolicy(model_path, lora_rank=None, seed=config.seed)
+    policy = VLLMPolicy(model_path, lora_rank=None, seed=config.seed, answer_tokens=8)
     try:
         groups = policy.generate([encode_prompt(tokenizer, row["prompt"]) for row in rows],
                                  n=config.samples_per_prompt, max_tokens=8, temperature=1.0,

@@ -31,7 +31,7 @@ from pathlib import Path
 import requests
 
 from selfplay.interrupts import die_with_parent
-from selfplay.policy import CPU_BLOCK_SIZE, VLLM_LORA_RANKS, Completion, PolicyError
+from selfplay.policy import CPU_BLOCK_SIZE, VLLM_LORA_RANKS, Completion, PolicyError, cpu_kv_cache_bytes
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class VLLMServer:
     """`python -m vllm.entrypoints.openai.api_server` as a child process on a free local port (--vllm-server auto)."""
 
     def __init__(self, model: str, *, lora_rank: int | None, seed: int = 0, log_path: str | Path,
-                 max_model_len: int = 2048, cpu_kv_cache_bytes: int = 2 * 2**30, start_timeout: float = 600,
+                 max_model_len: int = 2048, answer_tokens: int = 256, start_timeout: float = 600,
                  extra_args: list[str] | None = None):
         import torch
 
@@ -56,8 +56,8 @@ class VLLMServer:
                 "--max-loras", "1"] if lora_rank else []),
             # CUDA: a share of the GPU, as the in-process engine takes (trainer processes may share it)
             *(["--gpu-memory-utilization", "0.3"] if on_cuda else [
-                "--enforce-eager", "--kv-cache-memory-bytes", str(cpu_kv_cache_bytes), "--no-enable-chunked-prefill",
-                "--block-size", str(CPU_BLOCK_SIZE)]),
+                "--enforce-eager", "--kv-cache-memory-bytes", str(cpu_kv_cache_bytes(answer_tokens)),
+                "--no-enable-chunked-prefill", "--block-size", str(CPU_BLOCK_SIZE)]),
             *(extra_args or []),
         ]
         self.process: subprocess.Popen | None = None
