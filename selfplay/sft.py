@@ -168,11 +168,13 @@ def fine_tune(model_path: str, examples: list[dict], out: Path, tokenizer, *, le
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
+    from selfplay.precision import update_in_bfloat16
+
     args = TRLSFTConfig(
         output_dir=str(out / "trainer"), num_train_epochs=epochs, learning_rate=learning_rate,
         per_device_train_batch_size=2, gradient_accumulation_steps=batch_size // 2, logging_steps=1,
         save_strategy="no", report_to=[], seed=seed, use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+        bf16=update_in_bfloat16(model_path),
         gradient_checkpointing=False, disable_tqdm=True,  # FineTuneProgress shows it
     )
     peft = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, target_modules="all-linear", task_type="CAUSAL_LM")

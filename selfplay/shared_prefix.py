@@ -36,26 +36,25 @@ def prompt_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_
 def shared_prefix_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
                         groups: list[tuple[int, int]], compute_entropy: bool):
     """(logprobs, entropies or None) of the last `logits_to_keep` tokens of each row, each group's prompt (the
-    columns before them) encoded once; as TRL's `_get_per_token_logps_and_entropies`."""
+    columns before them) encoded once; as TRL's `_get_per_token_logps_and_entropies`. `groups` cover the rows in
+    order; the micro-batch's groups go through the model together (one pass for their prompts, one for every row's
+    tail: larger matmuls run nearer the CPU's peak than one pass per group, 1.25x on the prompts of a chess batch)."""
     prompt_len = input_ids.size(1) - logits_to_keep
-    logps, entropies = [], []
-    for start, end in groups:
-        rows = end - start
-        prefix = model(
-            input_ids=input_ids[start:start + 1, : prompt_len - 1],
-            attention_mask=attention_mask[start:start + 1, : prompt_len - 1],
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = prefix.past_key_values
-        cache.batch_repeat_interleave(rows)  # (1, heads, P-1, d) -> (rows, heads, P-1, d), differentiable
-        tail = input_ids[start:end, prompt_len - 1 :]  # (rows, 1 + C): last prompt token, then the completion
-        labels = tail.masked_fill(attention_mask[start:end, prompt_len - 1 :] == 0, -100)
-        outputs = model(
-            input_ids=tail, attention_mask=attention_mask[start:end], past_key_values=cache, labels=labels,
-            fused_lm_head=True,
-        )
-        logps.append(outputs.log_probs[:, -logits_to_keep:])  # (rows, C)
-        if compute_entropy:
-            entropies.append(outputs.entropy[:, -logits_to_keep:])
-    return torch.cat(logps), torch.cat(entropies) if compute_entropy else None
+    firsts = [start for start, _ in groups]
+    prefix = model(
+        input_ids=input_ids[firsts, : prompt_len - 1],
+        attention_mask=attention_mask[firsts, : prompt_len - 1],
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = prefix.past_key_values
+    owner = torch.tensor([g for g, (start, end) in enumerate(groups) for _ in range(end - start)],
+                         device=input_ids.device)
+    cache.batch_select_indices(owner)  # (groups, heads, P-1, d) -> (rows, heads, P-1, d), differentiable
+    tail = input_ids[:, prompt_len - 1 :]  # (rows, 1 + C): last prompt token, then the completion
+    labels = tail.masked_fill(attention_mask[:, prompt_len - 1 :] == 0, -100)
+    outputs = model(
+        input_ids=tail, attention_mask=attention_mask, past_key_values=cache, labels=labels, fused_lm_head=True,
+    )
+    logps = outputs.log_probs[:, -logits_to_keep:]  # (rows, C)
+    return logps, outputs.entropy[:, -logits_to_keep:] if compute_entropy else None

@@ -234,6 +234,7 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
     from trl import GRPOConfig
 
     from selfplay.config import grpo_overrides
+    from selfplay.precision import update_in_bfloat16
     from selfplay.trl_seam import SelfplayGRPOTrainer, score_completion_tokens_only
 
     on_cuda = torch.cuda.is_available()
@@ -266,9 +267,9 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
         run_name=run_dir.name,
         disable_tqdm=True,  # the loop has its own progress display
         gradient_checkpointing=False,  # a small model on CPU has memory to spare; recomputation costs time
-        # TRL's default, bfloat16 autocast over float32 weights, wherever the hardware has bfloat16 (the update is
-        # ~1.5x faster on a CPU with AVX512-BF16/AMX); vLLM still samples in float32 on CPU
-        bf16=on_cuda or torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+        # bfloat16 autocast over float32 weights where it is faster here (selfplay.precision); vLLM still samples
+        # in float32 on CPU
+        bf16=update_in_bfloat16(model_path),
         use_cpu=not on_cuda,
     )
     if policy is None and config.full_finetune and on_cuda:  # TRL's own full-weight sync into its vLLM
