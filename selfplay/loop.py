@@ -11,6 +11,8 @@
 """
 
 import contextlib
+import ctypes
+import gc
 import json
 import logging
 import os
@@ -150,10 +152,10 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
             policy.follow(str(run_dir / "adapters" / "final"), config.steps)  # rank 0 made the server serve it
         else:
             dashboard = new_dashboard(config, domain, reward_funcs, reward_weights, checkpoint, console, plugged)
-            trainer = train_iterations(config, domain, model_path, run_dir, policy if lora else None, tokenizer,
-                                       reward_funcs, reward_weights, rows, eval_rows, checkpoint, dashboard, run_eval)
+            train_iterations(config, domain, model_path, run_dir, policy if lora else None, tokenizer, reward_funcs,
+                             reward_weights, rows, eval_rows, checkpoint, dashboard, run_eval)
+            release_memory()  # the trainer's: before the evaluation (and vLLM loading the saved weights)
             if not lora:
-                del trainer  # free the trained copy before vLLM loads the saved one
                 if eval_rows or domain.plays_after_training(config):
                     policy = start_policy(config, str(run_dir / "final"), False, run_dir)
                     policy.version = config.steps
@@ -172,6 +174,14 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
         if policy is not None:
             policy.close()
         rewards.close()
+
+
+def release_memory() -> None:
+    """Free what a finished trainer held: its reference cycles now, and the pages glibc keeps after a free (they stay
+    in the process's resident set otherwise)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def start_policy(config: LoopConfig, model_path: str, lora: bool, run_dir):
