@@ -14,10 +14,10 @@ waits for the next job, or exits: on EOF, after TTL_S without a job, or when the
 At start it empties its capability bounding and inheritable sets, which its children inherit, installs a seccomp
 filter (`seccomp_filter`: no keyrings, no io_uring, no sockets but unix, IPv4/6 TCP, UDP and ping, netlink route and
 diag, no IPv6 flow labels), closes every fd but 0-2, and makes the scratch dir belong to 65534 (mode 0700). For each
-job it writes the files into the scratch dir as 65534 (its file system ids: the files are the program's, as if it had
-written them), then forks the program: oom_score_adj 1000 (the OOM killer takes it, not the agent), its own session,
-no supplementary groups, uid:gid 65534:65534 (every capability is gone, and with no_new_privs and an empty bounding
-set none can come back), the scratch dir as its cwd, `stdin` from a memfd, the job's hard rlimits and environment. The agent waits for it, reaping every orphan, until it exits or the wall deadline; then the reset:
+job it forks the program: oom_score_adj 1000 (the OOM killer takes it, not the agent), its own session, no
+supplementary groups, uid:gid 65534:65534 (every capability is gone, and with no_new_privs and an empty bounding set
+none can come back), the files written into the scratch dir (its cwd), `stdin` from a memfd, the job's hard rlimits
+and environment. The agent never changes its own ids: that would clear the parent-death signal bwrap set on it. The agent waits for it, reaping every orphan, until it exits or the wall deadline; then the reset:
 SIGKILL to every process but itself (kill -1, repeated, reaping, until none is left: uid 65534 cannot signal the
 agent), a check that /proc lists only itself; stdout and stderr given back the status flags and pipe size they had,
 and no lock (a program shares them, as open pipes); the scratch dir emptied (its mode, owner, xattrs and inode flags
@@ -132,18 +132,17 @@ def cpu_seconds():
 def drop_inheritable_capabilities():
     """Empty the bounding and inheritable sets: no execve of ours or our children's can ever grant a capability
     again (the agent keeps the ones it holds)."""
-    libc = LIBC
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last = int(f.read())
     for cap in range(last + 1):
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0):
+        if LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0):
             raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
     header, data = CapHeader(_LINUX_CAPABILITY_VERSION_3, 0), (CapData * 2)()
-    if libc.capget(ctypes.byref(header), data):
+    if LIBC.capget(ctypes.byref(header), data):
         raise OSError(ctypes.get_errno(), "capget")
     for half in data:
         half.inheritable = 0
-    if libc.capset(ctypes.byref(header), data):
+    if LIBC.capset(ctypes.byref(header), data):
         raise OSError(ctypes.get_errno(), "capset")
 
 
@@ -196,22 +195,7 @@ def executable(name, path):
     return name  # execve fails with ENOENT, reported like any failure to start
 
 
-def write_files(files):
-    """Write the job's files into the scratch dir (empty: the last reset emptied it) with 65534's file system ids."""
-    LIBC.setfsgid(NOBODY)
-    LIBC.setfsuid(NOBODY)
-    try:
-        for name, data in files:
-            path = os.path.join(SCRATCH, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-    finally:
-        LIBC.setfsuid(0)
-        LIBC.setfsgid(0)
-
-
-def program(path, argv, env, stdin, rlimits):
+def program(path, argv, env, files, stdin, rlimits):
     """In the forked child: no way back to the agent's powers, then the program."""
     oom = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
     os.write(oom, b"1000")  # raising it needs no privilege
@@ -221,6 +205,13 @@ def program(path, argv, env, stdin, rlimits):
     os.setresgid(NOBODY, NOBODY, NOBODY)
     os.setresuid(NOBODY, NOBODY, NOBODY)  # every uid non-zero: the permitted and effective capabilities are gone
     os.chdir(SCRATCH)
+    for name, data in files:  # as 65534: the files are the program's
+        if os.path.dirname(name):
+            os.makedirs(os.path.dirname(name), exist_ok=True)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        while data:
+            data = data[os.write(fd, data):]
+        os.close(fd)
     os.dup2(stdin, 0)
     os.close(stdin)
     for limit, soft, hard in rlimits:
@@ -366,15 +357,10 @@ def serve(job, streams, baseline):
     cpu, oom, timeout, status = cpu_seconds(), oom_kills(), 0, None
     signal.setitimer(signal.ITIMER_REAL, max(job["wall_s"], 0.001))
     try:
-        try:
-            write_files(files)
-            pid = os.fork()
-        except OSError as error:  # no room in the scratch dir for the files, a name that is a directory...
-            os.write(2, ("sandbox: cannot run %r: %s\n" % (argv[0], error)).encode())
-            pid, status = None, 127 << 8
+        pid = os.fork()
         if pid == 0:
             try:
-                program(path, argv, env, stdin, rlimits)
+                program(path, argv, env, files, stdin, rlimits)
             except BaseException as error:
                 os.write(2, ("sandbox: cannot run %r: %s\n" % (argv[0], error)).encode())
             os._exit(127)
