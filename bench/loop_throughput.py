@@ -12,8 +12,7 @@ after the other in this run:
 - TRL default: `GRPOTrainer` with TRL's defaults (its own HF `generate`, full fine-tune, gradient checkpointing,
   bfloat16 autocast); only batch shape, steps, sampling temperature and completion length are set to match.
 
-TRL's update runs under bfloat16 autocast on a CPU that has it (its default); ours in the precision that
-`selfplay.precision` times faster on this machine (float32 on the AMX Xeon of 2026-12-03).
+Both updates run under bfloat16 autocast (TRL's default) on a CPU that has it.
 
 Throughput counts the training loop (`trainer.train()`); the one-time start (model load, vLLM start) is reported
 separately. Results go to bench/results/loop_throughput.json (or --out). Where vLLM is not installed (the GPU

@@ -12,8 +12,7 @@ and `--steps` timed iterations, and prints the median seconds of each part (self
   once plus every answer (selfplay.shared_prefix) and its backward as much again (activation gradients: the base
   weights are frozen, LoRA's own gradients are ~1% of it). Matmuls only, LoRA's own products left out;
 - limit = FLOPs / peak: generation at the float32 peak (vLLM's precision on CPU), the update at the box's best
-  (bfloat16 where the CPU has it), whichever precision the update runs in (selfplay.precision times both and keeps
-  the faster; `--grpo bf16=true` or `bf16=false` forces one, against the same limit).
+  (bfloat16 where the CPU has it: TRL's autocast; `--grpo bf16=false` trains in float32 against the same limit).
   Rewards, sync and the rest have no FLOP limit: they count against it.
 
 Results go to bench/results/step_profile.json (or --out).
