@@ -15,23 +15,16 @@ resumed run must end with the same adapter as an uninterrupted one, which float3
 
 import json
 import logging
-import platform
 import time
 from pathlib import Path
 
 from selfplay.model import cache_dir
+from selfplay.terminal import cpu_name
 
 log = logging.getLogger(__name__)
 
 PROBE_LAYERS = 4
 PROBE_ROUNDS = 3
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def update_in_bfloat16(model_path: str, *, cache: Path | None = None) -> bool:
