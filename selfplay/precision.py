@@ -1,4 +1,4 @@
-"""The precision the warm start's fine-tune runs in here: bfloat16 autocast or float32, by timing both.
+"""The precision the fine-tunes (the warm start's and GRPO's) run in here: bfloat16 autocast or float32, by timing both.
 
     bf16 = update_in_bfloat16(model_path)  # True on CUDA; on CPU timed once per machine and model shape, then cached
 
@@ -9,8 +9,7 @@ casts the frozen base weights again at every op (it caches only the casts of wei
 an AMD Zen 4 bfloat16 was ~1.5x faster. So the choice is timed: forward and backward passes of a few layers of the
 model's own shapes under LoRA, as a GRPO group's (one prompt, eight answers), alternately in both precisions;
 bfloat16 is kept where it is faster. The answer is cached in ~/.cache/selfplay/precision.json per CPU, torch version
-and model shape (the timing takes a few seconds). GRPO's update keeps TRL's default (selfplay.train says why: a
-resumed run must end with the same adapter as an uninterrupted one, which float32 does not give here).
+and model shape (the timing takes a few seconds).
 """
 
 import json

@@ -218,6 +218,20 @@ def report_to(config, run_dir: Path) -> list[str]:
     return trackers
 
 
+def sum_gradients_in_order() -> None:
+    """Make this process's CPU backward passes sum in a fixed order. The backward of a group's repeated prompt cache
+    (selfplay.shared_prefix: index_select) and of TRL's fused LM head (a boolean mask over the scored positions) add
+    with `index_add_`/`index_put_(accumulate=True)`, which torch runs on CPU as parallel atomic float adds: two
+    backward passes of one batch differ in the last bits, and Adam turns that into adapters that differ by ~1e-5 (a
+    resumed run against an uninterrupted one, tests/test_resume.py). Deterministic mode makes those adds
+    sequential; torch.empty stays unfilled (filling it would cost a pass over every new buffer)."""
+    import torch
+    import torch.utils.deterministic
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
 def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights, policy, run_dir: Path, stats: dict,
                   callbacks, stop: list[str] | None = None, tools: list | None = None):
     """A TRL GRPOTrainer whose generation is `VLLMRollout` (ending samples at any of the `stop` strings, answering
@@ -234,11 +248,13 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
     from trl import GRPOConfig
 
     from selfplay.config import grpo_overrides
+    from selfplay.precision import update_in_bfloat16
     from selfplay.trl_seam import SelfplayGRPOTrainer, score_completion_tokens_only
 
     on_cuda = torch.cuda.is_available()
     if not on_cuda:
         score_completion_tokens_only()
+        sum_gradients_in_order()
     settings = dict(
         output_dir=str(run_dir / "trainer"),
         max_steps=config.steps,
@@ -266,11 +282,9 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
         run_name=run_dir.name,
         disable_tqdm=True,  # the loop has its own progress display
         gradient_checkpointing=False,  # a small model on CPU has memory to spare; recomputation costs time
-        # TRL's default, bfloat16 autocast over float32 weights, wherever the hardware has bfloat16; vLLM still
-        # samples in float32 on CPU. Not timed per machine as the warm start's is (selfplay.precision): on the AMX
-        # Xeon float32 was faster (step 8.3 -> 7.2 s) but a resumed run's adapter then differs from the
-        # uninterrupted one's by up to 8e-5 (tests/test_resume.py), where bfloat16's rounding keeps them equal
-        bf16=on_cuda or torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+        # bfloat16 autocast (TRL's default) on CUDA; on CPU whichever of it and float32 is faster here
+        # (selfplay.precision; vLLM samples in float32 on CPU either way)
+        bf16=update_in_bfloat16(model_path),
         use_cpu=not on_cuda,
     )
     if policy is None and config.full_finetune and on_cuda:  # TRL's own full-weight sync into its vLLM

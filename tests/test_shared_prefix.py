@@ -67,3 +67,24 @@ def test_shared_prefix_logprobs_and_gradients_match_trl(trainer):
     for name, grad in reference[2].items():
         assert torch.allclose(shared[2][name], grad, atol=1e-5, rtol=1e-4), name
     assert any(grad.abs().max() > 0 for name, grad in reference[2].items() if "lora_A" in name)
+
+
+def test_backward_passes_of_one_batch_are_bit_identical(trainer):
+    """The backward of the group's repeated prompt cache (index_select) and of TRL's fused LM head (a boolean mask) add
+    with index_add_/index_put_(accumulate=True), which torch runs on CPU as parallel atomic adds: without
+    selfplay.train.sum_gradients_in_order (build_trainer calls it) each pass sums in another order, and a resumed
+    run's adapter drifts from the uninterrupted one's (tests/test_resume.py)."""
+    torch.manual_seed(1)
+    rows, prompt, completion = 8, 200, 8  # a chess group: the cache's gradient (8 x 200 x 64) spans both threads
+    input_ids = torch.cat([torch.randint(10, 1000, (1, prompt)).expand(rows, prompt),
+                           torch.randint(10, 1000, (rows, completion))], dim=1).to(trainer.accelerator.device)
+    attention_mask = torch.ones_like(input_ids)
+    passes = []
+    for _ in range(4):
+        trainer.model.zero_grad()
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, attention_mask, completion)
+        logps.sum().backward()
+        passes.append({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad})
+    for other in passes[1:]:
+        for name, grad in passes[0].items():
+            assert torch.equal(other[name], grad), name
