@@ -1,6 +1,6 @@
 """Where the default chess step's seconds go, next to what this machine could do at best.
 
-    python bench/step_profile.py [--steps 3] [--model runs/<sft run>/model] [--grpo bf16=false ...]
+    python bench/step_profile.py [--steps 3] [--model runs/<sft run>/model] [--grpo bf16=false ...] [--atomic-adds]
 
 Runs the default chess iteration (4 prompts x 8 samples, <= 8 new tokens, LoRA r=16, vLLM + TRL, real Stockfish;
 the built-in SmolLM2-135M-Instruct unless `--model`: the default loop trains its engine fine-tune) for one warm-up
@@ -14,6 +14,10 @@ and `--steps` timed iterations, and prints the median seconds of each part (self
 - limit = FLOPs / peak: generation at the float32 peak (vLLM's precision on CPU), the update at the box's best
   (bfloat16 where the CPU has it: TRL's autocast; `--grpo bf16=false` trains in float32 against the same limit).
   Rewards, sync and the rest have no FLOP limit: they count against it.
+
+`--atomic-adds` turns torch's deterministic mode back off after the trainer is built (selfplay.train
+.sum_gradients_in_order): the backward's index adds then run as parallel atomics, as before 2026-12-03; it times what
+the fixed order, which exact resumes need, costs.
 
 Results go to bench/results/step_profile.json (or --out).
 """
@@ -68,7 +72,7 @@ def step_flops(shapes: Shapes, prompts: list[int], answers: list[list[int]]) -> 
     return {"prefill": prefill, "decode": decode, "forward": forward, "backward": forward}
 
 
-def measure(model: str, steps: int, grpo: list[str]) -> dict:
+def measure(model: str, steps: int, grpo: list[str], atomic_adds: bool = False) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoConfig, AutoTokenizer, TrainerCallback
@@ -102,6 +106,8 @@ def measure(model: str, steps: int, grpo: list[str]) -> dict:
     trainer = build_trainer(config, model, Dataset.from_list(rows), rewards.funcs, rewards.weights, policy,
                             Path(tempfile.mkdtemp(prefix="bench-step-")), stats, [Capture()])
     trainer.args.save_strategy = "no"  # checkpoints fall between iterations: not part of a step
+    if atomic_adds:
+        torch.use_deterministic_algorithms(False)
     trainer.train()
     rewards.close()
     policy.close()
@@ -122,6 +128,7 @@ def measure(model: str, steps: int, grpo: list[str]) -> dict:
         "model": model,
         "steps": steps,
         "grpo": grpo,
+        "gradient_adds": "parallel atomic" if atomic_adds else "fixed order",
         "wall_seconds": wall,
         "seconds": seconds,
         "flops": flops,
@@ -144,9 +151,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed iterations, after one warm-up")
     parser.add_argument("--model", help="the model the step trains (default: the built-in one)")
     parser.add_argument("--grpo", action="append", default=[], help="TRL GRPOConfig KEY=VALUE, as the loop's --grpo")
+    parser.add_argument("--atomic-adds", action="store_true", help="the backward's index adds as parallel atomics")
     parser.add_argument("--out", default="bench/results/step_profile.json")
     args = parser.parse_args()
-    result = {"cpu": cpu_name(), **measure(args.model or str(fetch_default_model()), args.steps, args.grpo)}
+    result = {"cpu": cpu_name(),
+              **measure(args.model or str(fetch_default_model()), args.steps, args.grpo, args.atomic_adds)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     peaks = result["peak_flops_per_s"]

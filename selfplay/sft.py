@@ -158,10 +158,11 @@ def run_sft(config: SFTConfig, console: Console | None = None, on_run_dir=None) 
 
 
 def fine_tune(model_path: str, examples: list[dict], out: Path, tokenizer, *, learning_rate: float, epochs: float,
-              batch_size: int, lora_rank: int, seed: int, console: Console | None = None) -> tuple[list[float], float]:
+              batch_size: int, lora_rank: int, seed: int, console: Console | None = None,
+              micro_batch: int = 2) -> tuple[list[float], float]:
     """TRL's SFTTrainer on prompt/completion `examples` (loss on the completion only), a LoRA adapter merged into the
     weights, saved with the tokenizer as out/model, its progress on `console`. Returns the logged losses and the
-    training seconds."""
+    training seconds. Micro-batches of 2: on CPU 1 is as fast, 8 slower (bench/sft_micro_batch.py)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -172,7 +173,7 @@ def fine_tune(model_path: str, examples: list[dict], out: Path, tokenizer, *, le
 
     args = TRLSFTConfig(
         output_dir=str(out / "trainer"), num_train_epochs=epochs, learning_rate=learning_rate,
-        per_device_train_batch_size=2, gradient_accumulation_steps=batch_size // 2, logging_steps=1,
+        per_device_train_batch_size=micro_batch, gradient_accumulation_steps=batch_size // micro_batch, logging_steps=1,
         save_strategy="no", report_to=[], seed=seed, use_cpu=not torch.cuda.is_available(),
         bf16=update_in_bfloat16(model_path),
         gradient_checkpointing=False, disable_tqdm=True,  # FineTuneProgress shows it
