@@ -34,8 +34,9 @@ loop: setup
 		$(if $(GPUS),--num-processes $(GPUS)) \
 		$(if $(RUN),$(if $(wildcard runs/$(RUN)/config.json),--resume,--run) $(RUN)) $(ARGS)
 
+# --durations: the ten slowest tests, in CI's log too (the whole run must stay well under 60 minutes)
 test: setup
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=10
 
 bench: setup
 	$(BIN)/python bench/loop_throughput.py

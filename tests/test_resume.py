@@ -22,7 +22,9 @@ from safetensors.torch import load_file
 
 STEPS = 4
 SELFPLAY = str(Path(sys.executable).with_name("selfplay"))
-ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # the test domain: dense_domain:DenseChess
+# the test domain (dense_domain:DenseChess); faulthandler: a run that hangs is sent SIGABRT and its threads' stacks
+# land in its log.txt (stderr is redirected there), which the failure then shows
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "PYTHONFAULTHANDLER": "1"}
 
 
 def start(runs: Path, *argv: str) -> subprocess.Popen:
@@ -41,8 +43,14 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, s
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGABRT)  # faulthandler writes every thread's stack into the run's log.txt
+        time.sleep(3)
         os.killpg(process.pid, signal.SIGKILL)
-        raise
+        args = process.args
+        name = args[args.index("--run") + 1] if "--run" in args else args[args.index("--resume") + 1]
+        log = Path(args[args.index("--runs-dir") + 1]) / name / "log.txt"
+        stacks = log.read_text(errors="replace")[-6000:] if log.exists() else "(no log.txt)"
+        raise AssertionError(f"the run did not end within {timeout} s; the end of its log:\n{stacks}") from None
     return process.returncode, out, err
 
 
