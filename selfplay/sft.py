@@ -162,7 +162,7 @@ def fine_tune(model_path: str, examples: list[dict], out: Path, tokenizer, *, le
               micro_batch: int = 2) -> tuple[list[float], float]:
     """TRL's SFTTrainer on prompt/completion `examples` (loss on the completion only), a LoRA adapter merged into the
     weights, saved with the tokenizer as out/model, its progress on `console`. Returns the logged losses and the
-    training seconds. Micro-batches of 2: on CPU 1 is as fast, 8 slower (bench/sft_micro_batch.py)."""
+    training seconds. Micro-batches of 2: on CPU 1 is as fast, 8 slower (bench/sft_step.py)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -170,7 +170,10 @@ def fine_tune(model_path: str, examples: list[dict], out: Path, tokenizer, *, le
     from trl import SFTTrainer
 
     from selfplay.precision import update_in_bfloat16
+    from selfplay.trl_seam import score_completion_tokens_only
 
+    if not torch.cuda.is_available():
+        score_completion_tokens_only()  # the loss is on the answer's few tokens: ~1.5x a step (bench/sft_step.py)
     args = TRLSFTConfig(
         output_dir=str(out / "trainer"), num_train_epochs=epochs, learning_rate=learning_rate,
         per_device_train_batch_size=micro_batch, gradient_accumulation_steps=batch_size // micro_batch, logging_steps=1,

@@ -24,7 +24,7 @@ PRIVATE_USES = {
     "GRPOTrainer._logs": "read: the last batch's prompts, completions, rewards, advantages (samples.jsonl)",
     "GRPOTrainer._log_completion_extra, _log_metric": "passed to reward functions scored outside TRL's call",
     "trl.trainer.grpo_trainer.shuffle_sequence_dict": "replaced while preparing a batch: no shuffle of its rows",
-    "trl.trainer.utils._use_triton": "replaced on CPU: the fused LM head scores completion tokens only",
+    "trl.trainer.utils._use_triton": "replaced on CPU: the fused LM head scores completion tokens only (GRPO, SFT)",
 }
 
 
@@ -55,8 +55,9 @@ def score_completion_tokens_only() -> None:
 
     Without Triton, TRL runs the LM head over every position, prompt included (to keep tile shapes fixed for
     compilers), with (tokens x 32768) float32 temporaries: on CPU that is ~40x the work for 8-token answers to
-    300-token prompts, and >12 GB of memory per 8 sequences. The choice is one name in trl.trainer.utils; the
-    kernels stay TRL's own.
+    300-token prompts, and >12 GB of memory per 8 sequences in GRPO; in the SFT warm start, whose loss is on the
+    answer's few tokens too, it was ~27% of a step. The choice is one name in trl.trainer.utils; the kernels stay
+    TRL's own, and the loss and metrics are the same (the other positions were masked to zero).
     """
     import trl.trainer.utils as trl_utils
 

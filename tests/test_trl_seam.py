@@ -44,3 +44,40 @@ def test_no_other_module_reaches_into_trl_privately():
                  for path in (root / folder).rglob("*.py")
                  if path.name != "trl_seam.py" and private.search(path.read_text())]
     assert offenders == []
+
+
+def test_the_fine_tune_scores_only_the_answer_tokens_and_keeps_trls_losses(tiny_model, tmp_path, monkeypatch):
+    """On CPU TRL's fused LM head scores every position, prompt included; the warm start's loss is on the answer's
+    few tokens, and scoring only those must give TRL's own losses."""
+    import trl.trainer.utils as trl_utils
+    from transformers import AutoTokenizer
+
+    from selfplay.sft import fine_tune
+
+    trl_choice, kernel = trl_utils._use_triton, trl_utils._ChunkedLogProbFunction
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_choice)  # put back after the test
+    scored_rows = []
+
+    class CountingKernel:
+        @staticmethod
+        def apply(hidden_states, *args):
+            scored_rows.append(hidden_states.size(0))
+            return kernel.apply(hidden_states, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", CountingKernel)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    examples = [{"prompt": [{"role": "user", "content": f"Position {i}: " + "the board, the moves. " * 8}],
+                 "completion": [{"role": "assistant", "content": "Nf3"}]} for i in range(8)]
+
+    def run(name):
+        scored_rows.clear()
+        losses, _ = fine_tune(tiny_model, examples, tmp_path / name, tokenizer, learning_rate=1e-3, epochs=1,
+                              batch_size=4, lora_rank=4, seed=0)
+        return losses, sum(scored_rows)
+
+    with monkeypatch.context() as trl_path:
+        trl_path.setattr("selfplay.trl_seam.score_completion_tokens_only", lambda: None)
+        trl_losses, trl_rows = run("trl")
+    losses, rows = run("ours")
+    assert losses == pytest.approx(trl_losses, rel=1e-5)
+    assert 0 < rows < trl_rows / 5  # ~8 answer tokens of ~60 positions a row
