@@ -3,15 +3,18 @@
 The samples of a GRPO group share their prompt: a chess prompt is ~300 tokens and an answer ~8, so TRL's update,
 which runs every (prompt + completion) row on its own, spends >95% of its work re-encoding the same prompt 8 times.
 `shared_prefix_logps` computes the same per-token logprobs (TRL keeps the loss, advantages, optimizer and everything
-else; `selfplay.trl_seam` plugs it into TRL's trainer):
+else; `selfplay.trl_seam` plugs it into TRL's trainer), in one of two ways:
 
-1. the prompt minus its last token goes through the model once per group, keeping its key/value cache (with
-   gradients: the LoRA weights in the prompt's layers are trained as before);
-2. the cache is repeated for the group's rows, and the last prompt token plus each completion go through TRL's own
-   fused LM head on top of it, which scores the completion tokens at TRL's temperature.
+- short answers (chess: 8 rows of ~9 tokens after a ~200-token prompt), packed: one sequence per group, its prompt
+  then every row's tail (the last prompt token and the completion), with an attention mask that lets each tail see
+  the prompt and itself only and positions that restart after the prompt for each tail: one pass, nothing copied;
+- long answers (code: up to 256 tokens a row, where a packed group's attention would grow with the square of all
+  its rows), cached: the prompt minus its last token goes through the model once per group, keeping its key/value
+  cache (with gradients); the cache is repeated for the group's rows, and each row's tail goes through on top of it.
 
-Rotary positions are relative, so this is the same computation as TRL's (the test checks logprobs and gradients).
-For micro-batches to hold whole groups, the generation batch keeps TRL's group order instead of being shuffled;
+Either way TRL's own fused LM head scores the completion tokens at TRL's temperature, and the LoRA weights in the
+prompt's layers are trained as before. Rotary positions are relative, so this is the same computation as TRL's (the
+test checks logprobs and gradients, both ways). For micro-batches to hold whole groups, the generation batch keeps TRL's group order instead of being shuffled;
 that is done only where it changes nothing: one optimizer step per generation batch (`steps_per_generation` equal
 to `gradient_accumulation_steps`, `num_iterations=1`), where every micro-batch's gradient is summed before the step.
 Rows whose prompt no neighbour shares, multimodal inputs, and multi-process training fall back to TRL's path.
@@ -37,8 +40,51 @@ def shared_prefix_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
                         groups: list[tuple[int, int]], compute_entropy: bool):
     """(logprobs, entropies or None) of the last `logits_to_keep` tokens of each row, each group's prompt (the
     columns before them) encoded once; as TRL's `_get_per_token_logps_and_entropies`. `groups` cover the rows in
-    order; the micro-batch's groups go through the model together (one pass for their prompts, one for every row's
-    tail: larger matmuls run nearer the CPU's peak than one pass per group, 1.25x on the prompts of a chess batch)."""
+    order; the micro-batch's groups go through the model together (larger matmuls run nearer the CPU's peak than one
+    pass per group). Packed where a group's tails are no longer than its prompt, else cached."""
+    tails = max(end - start for start, end in groups) * (logits_to_keep + 1)
+    if tails <= input_ids.size(1) - logits_to_keep - 1:
+        return packed_logps(model, input_ids, attention_mask, logits_to_keep, groups, compute_entropy)
+    return cached_logps(model, input_ids, attention_mask, logits_to_keep, groups, compute_entropy)
+
+
+def packed_logps(model, input_ids, attention_mask, logits_to_keep, groups, compute_entropy):
+    """One sequence per group: its prompt minus the last token (P columns), then a slot of T = 1 + C columns for each
+    row (the last prompt token, then the completion); a group with fewer rows leaves its last slots empty."""
+    prompt = input_ids.size(1) - logits_to_keep - 1
+    tail = logits_to_keep + 1
+    slots = max(end - start for start, end in groups)
+    length, device = prompt + slots * tail, input_ids.device
+    ids = input_ids.new_zeros(len(groups), length)
+    seen = torch.zeros(len(groups), length, dtype=torch.bool, device=device)  # keys a query may attend: not padding
+    labels = torch.full_like(ids, -100)
+    for g, (start, end) in enumerate(groups):
+        filled = prompt + (end - start) * tail
+        ids[g, :prompt], ids[g, prompt:filled] = input_ids[start, :prompt], input_ids[start:end, prompt:].flatten()
+        seen[g, :prompt] = attention_mask[start, :prompt].bool()
+        seen[g, prompt:filled] = attention_mask[start:end, prompt:].bool().flatten()
+        scored = input_ids[start:end, prompt:].masked_fill(attention_mask[start:end, prompt:] == 0, -100)
+        scored[:, 0] = -100  # the last prompt token: the logits that score a slot's first completion token
+        labels[g, prompt:filled] = scored.flatten()
+    segment = torch.cat([torch.zeros(prompt, dtype=torch.long), torch.arange(1, slots + 1).repeat_interleave(tail)])
+    segment, column = segment.to(device), torch.arange(length, device=device)
+    # causal, and a slot sees the prompt and itself only; every query sees itself (a row of padding attends nothing)
+    allowed = (column[None, :] <= column[:, None]) & ((segment[None, :] == 0) | (segment[None, :] == segment[:, None]))
+    mask = (allowed & seen[:, None, :]) | torch.eye(length, dtype=torch.bool, device=device)
+    positions = torch.cat([torch.arange(prompt), prompt + torch.arange(tail).repeat(slots)]).to(device)
+    outputs = model(input_ids=ids, attention_mask=mask[:, None], position_ids=positions.expand(len(groups), -1),
+                    labels=labels, fused_lm_head=True)
+    # log_probs[:, i] scores the token in column i + 1: a row's completion token c sits in column prompt + slot*T + 1 + c
+    owner = torch.tensor([g for g, (start, end) in enumerate(groups) for _ in range(end - start)], device=device)
+    slot = torch.tensor([s for start, end in groups for s in range(end - start)], device=device)
+    columns = prompt + slot[:, None] * tail + torch.arange(logits_to_keep, device=device)
+    logps = outputs.log_probs[owner[:, None], columns]
+    return logps, outputs.entropy[owner[:, None], columns] if compute_entropy else None
+
+
+def cached_logps(model, input_ids, attention_mask, logits_to_keep, groups, compute_entropy):
+    """The prompts minus their last token through the model once (one row per group), their key/value cache repeated
+    for the rows, every row's tail on top of it."""
     prompt_len = input_ids.size(1) - logits_to_keep
     firsts = [start for start, _ in groups]
     prefix = model(

@@ -6,6 +6,7 @@ import torch
 from trl import GRPOTrainer
 
 from selfplay.config import make_config
+from selfplay import shared_prefix
 from selfplay.shared_prefix import prompt_groups
 
 
@@ -29,22 +30,22 @@ def trainer(tiny_model, dense_chess_domain, tmp_path_factory):
     return trainer
 
 
-def batch():
+def batch(prompt_len: int = 12):
     """Two groups of 3 rows: left-padded prompts of different lengths, right-padded completions of 4 tokens."""
     torch.manual_seed(0)
-    prompts = [torch.randint(10, 1000, (12,)), torch.randint(10, 1000, (9,))]
+    prompts = [torch.randint(10, 1000, (prompt_len,)), torch.randint(10, 1000, (prompt_len - 3,))]
     ids, mask = [], []
     for prompt in prompts:
         for length in (4, 2, 3):
             completion = torch.randint(10, 1000, (4,))
-            pad = 12 - len(prompt)
+            pad = prompt_len - len(prompt)
             ids.append(torch.cat([torch.zeros(pad, dtype=torch.long), prompt, completion]))
             mask.append(torch.cat([torch.zeros(pad), torch.ones(len(prompt)), (torch.arange(4) < length).float()]))
     return torch.stack(ids), torch.stack(mask).long()
 
 
-def logps_and_grads(trainer, compute):
-    input_ids, attention_mask = (t.to(trainer.accelerator.device) for t in batch())  # CUDA where the trainer is
+def logps_and_grads(trainer, compute, prompt_len):
+    input_ids, attention_mask = (t.to(trainer.accelerator.device) for t in batch(prompt_len))  # CUDA where it is
     trainer.model.zero_grad()
     logps, entropies, _ = compute(trainer.model, input_ids, attention_mask, 4, compute_entropy=True)
     completion_mask = attention_mask[:, -4:].bool()
@@ -58,9 +59,21 @@ def test_rows_are_grouped_by_identical_prompt():
     assert prompt_groups(input_ids, attention_mask, 12) == [(0, 3), (3, 6)]
 
 
-def test_shared_prefix_logprobs_and_gradients_match_trl(trainer):
-    shared = logps_and_grads(trainer, trainer._get_per_token_logps_and_entropies)
-    reference = logps_and_grads(trainer, lambda *a, **k: GRPOTrainer._get_per_token_logps_and_entropies(trainer, *a, **k))
+def spy_on(monkeypatch, way: str) -> list:
+    """Record each call of shared_prefix's `way` ("packed" or "cached")."""
+    calls, compute = [], getattr(shared_prefix, f"{way}_logps")
+    monkeypatch.setattr(shared_prefix, f"{way}_logps", lambda *a: calls.append(1) or compute(*a))
+    return calls
+
+
+# a group's 3 tails of 1 + 4 tokens: packed after a prompt of 15 or more (minus its last token), else cached
+@pytest.mark.parametrize("way, prompt_len", [("packed", 24), ("cached", 12)])
+def test_shared_prefix_logprobs_and_gradients_match_trl(trainer, monkeypatch, way, prompt_len):
+    calls = spy_on(monkeypatch, way)
+    shared = logps_and_grads(trainer, trainer._get_per_token_logps_and_entropies, prompt_len)
+    assert calls, f"the {way} way was not taken"
+    reference = logps_and_grads(trainer, lambda *a, **k: GRPOTrainer._get_per_token_logps_and_entropies(trainer, *a, **k),
+                                prompt_len)
     assert torch.allclose(shared[0], reference[0], atol=1e-5)
     assert torch.allclose(shared[1], reference[1], atol=1e-4)
     assert shared[2].keys() == reference[2].keys()
@@ -69,13 +82,15 @@ def test_shared_prefix_logprobs_and_gradients_match_trl(trainer):
     assert any(grad.abs().max() > 0 for name, grad in reference[2].items() if "lora_A" in name)
 
 
-def test_backward_passes_of_one_batch_are_bit_identical(trainer):
+@pytest.mark.parametrize("way, completion", [("packed", 8), ("cached", 30)])
+def test_backward_passes_of_one_batch_are_bit_identical(trainer, monkeypatch, way, completion):
     """The backward of the group's repeated prompt cache (index_select) and of TRL's fused LM head (a boolean mask) add
     with index_add_/index_put_(accumulate=True), which torch runs on CPU as parallel atomic adds: without
     selfplay.train.sum_gradients_in_order (build_trainer calls it) each pass sums in another order, and a resumed
     run's adapter drifts from the uninterrupted one's (tests/test_resume.py)."""
+    calls = spy_on(monkeypatch, way)
     torch.manual_seed(1)
-    rows, prompt, completion = 8, 200, 8  # a chess group: the cache's gradient (8 x 200 x 64) spans both threads
+    rows, prompt = 8, 200  # a chess group: the cache's gradient (8 x 200 x 64) spans both threads
     input_ids = torch.cat([torch.randint(10, 1000, (1, prompt)).expand(rows, prompt),
                            torch.randint(10, 1000, (rows, completion))], dim=1).to(trainer.accelerator.device)
     attention_mask = torch.ones_like(input_ids)
@@ -85,6 +100,7 @@ def test_backward_passes_of_one_batch_are_bit_identical(trainer):
         logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, attention_mask, completion)
         logps.sum().backward()
         passes.append({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad})
+    assert calls, f"the {way} way was not taken"
     for other in passes[1:]:
         for name, grad in passes[0].items():
             assert torch.equal(other[name], grad), name
