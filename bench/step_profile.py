@@ -1,6 +1,7 @@
 """Where the default chess step's seconds go, next to what this machine could do at best.
 
     python bench/step_profile.py [--steps 3] [--model runs/<sft run>/model] [--grpo bf16=false ...] [--atomic-adds]
+                                 [--prefix-cache] [--micro-batch-size 8]
 
 Runs the default chess iteration (4 prompts x 8 samples, <= 8 new tokens, LoRA r=16, vLLM + TRL, real Stockfish;
 the built-in SmolLM2-135M-Instruct unless `--model`: the default loop trains its engine fine-tune) for one warm-up
@@ -17,7 +18,9 @@ and `--steps` timed iterations, and prints the median seconds of each part (self
 
 `--atomic-adds` turns torch's deterministic mode back off after the trainer is built (selfplay.train
 .sum_gradients_in_order): the backward's index adds then run as parallel atomics, as before 2026-12-03; it times what
-the fixed order, which exact resumes need, costs.
+the fixed order, which exact resumes need, costs. `--prefix-cache` scores the update's groups through a repeated
+key/value cache of their prompt (selfplay.shared_prefix.cached_logps, the chess update's way before 2026-12-03, code's
+way) instead of packed into one sequence a group.
 
 Results go to bench/results/step_profile.json (or --out).
 """
@@ -72,19 +75,20 @@ def step_flops(shapes: Shapes, prompts: list[int], answers: list[list[int]]) -> 
     return {"prefill": prefill, "decode": decode, "forward": forward, "backward": forward}
 
 
-def measure(model: str, steps: int, grpo: list[str], atomic_adds: bool = False) -> dict:
+def measure(model: str, steps: int, grpo: list[str], atomic_adds: bool = False, prefix_cache: bool = False,
+            micro_batch_size: int = 8) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoConfig, AutoTokenizer, TrainerCallback
 
-    from selfplay import step_time
+    from selfplay import shared_prefix, step_time
     from selfplay.config import make_config
     from selfplay.domains import chess as chess_domain
     from selfplay.policy import VLLMPolicy
     from selfplay.train import build_trainer, encode_prompt
     from selfplay.trl_seam import last_batch
 
-    config = make_config(model=model, steps=steps + 1, grpo=grpo)
+    config = make_config(model=model, steps=steps + 1, grpo=grpo, micro_batch_size=micro_batch_size)
     tokenizer = AutoTokenizer.from_pretrained(model)
     rows = chess_domain.train_rows(config, [])
     rewards = chess_domain.rewards(config)
@@ -108,6 +112,8 @@ def measure(model: str, steps: int, grpo: list[str], atomic_adds: bool = False) 
     trainer.args.save_strategy = "no"  # checkpoints fall between iterations: not part of a step
     if atomic_adds:
         torch.use_deterministic_algorithms(False)
+    if prefix_cache:
+        shared_prefix.packed_logps = shared_prefix.cached_logps
     trainer.train()
     rewards.close()
     policy.close()
@@ -129,6 +135,8 @@ def measure(model: str, steps: int, grpo: list[str], atomic_adds: bool = False) 
         "steps": steps,
         "grpo": grpo,
         "gradient_adds": "parallel atomic" if atomic_adds else "fixed order",
+        "shared_prompts": "key/value cache" if prefix_cache else "packed",
+        "micro_batch_size": micro_batch_size,
         "wall_seconds": wall,
         "seconds": seconds,
         "flops": flops,
@@ -152,10 +160,15 @@ def main() -> None:
     parser.add_argument("--model", help="the model the step trains (default: the built-in one)")
     parser.add_argument("--grpo", action="append", default=[], help="TRL GRPOConfig KEY=VALUE, as the loop's --grpo")
     parser.add_argument("--atomic-adds", action="store_true", help="the backward's index adds as parallel atomics")
+    parser.add_argument("--prefix-cache", action="store_true", help="groups through a repeated prompt cache")
+    parser.add_argument("--micro-batch-size", type=int, default=8, help="rows a forward pass (the loop's default 8)")
     parser.add_argument("--out", default="bench/results/step_profile.json")
     args = parser.parse_args()
+    if args.micro_batch_size < 1 or 32 % args.micro_batch_size:
+        parser.error(f"--micro-batch-size {args.micro_batch_size}: it must divide the step's 32 rows (4 x 8)")
     result = {"cpu": cpu_name(),
-              **measure(args.model or str(fetch_default_model()), args.steps, args.grpo, args.atomic_adds)}
+              **measure(args.model or str(fetch_default_model()), args.steps, args.grpo, args.atomic_adds,
+                         args.prefix_cache, args.micro_batch_size)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     peaks = result["peak_flops_per_s"]
