@@ -28,8 +28,12 @@ ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "PYTHONFAULTHANDL
 
 
 def start(runs: Path, *argv: str) -> subprocess.Popen:
+    # SIGINT as a shell's foreground job has it: a test run started in the background (`pytest &`, nohup) passes it
+    # on ignored, and the run would then ignore the Ctrl-C of its test while vLLM's engine, which sets its own
+    # handler, stops on it: the run then waited forever for the engine's next output
     return subprocess.Popen([SELFPLAY, "loop", "--runs-dir", str(runs), *argv], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def fresh(tiny_model: str, runs: Path, name: str) -> subprocess.Popen:
