@@ -22,7 +22,8 @@ the fixed order, which exact resumes need, costs. `--prefix-cache` scores the up
 key/value cache of their prompt (selfplay.shared_prefix.cached_logps, the chess update's way before 2026-12-03, code's
 way) instead of packed into one sequence a group.
 
-Results go to bench/results/step_profile.json (or --out).
+Results go to bench/results/step_profile.json (or --out); vLLM's, TRL's and transformers' own output to a log file
+in the temp dir, as the CLI's does.
 """
 
 import argparse
@@ -153,7 +154,7 @@ def measure(model: str, steps: int, grpo: list[str], atomic_adds: bool = False, 
 
 def main() -> None:
     from selfplay.model import fetch_default_model
-    from selfplay.terminal import cpu_name
+    from selfplay.terminal import ThirdPartyOutput, cpu_name
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3, help="timed iterations, after one warm-up")
@@ -166,9 +167,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.micro_batch_size < 1 or 32 % args.micro_batch_size:
         parser.error(f"--micro-batch-size {args.micro_batch_size}: it must divide the step's 32 rows (4 x 8)")
-    result = {"cpu": cpu_name(),
-              **measure(args.model or str(fetch_default_model()), args.steps, args.grpo, args.atomic_adds,
-                         args.prefix_cache, args.micro_batch_size)}
+    with ThirdPartyOutput() as output:  # vLLM's, TRL's and transformers' own output: a log file, as the CLI's
+        output.console.print(f"step_profile: {args.steps} timed iterations after a warm-up (a few minutes)")
+        result = {"cpu": cpu_name(),
+                  **measure(args.model or str(fetch_default_model()), args.steps, args.grpo, args.atomic_adds,
+                            args.prefix_cache, args.micro_batch_size)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     peaks = result["peak_flops_per_s"]

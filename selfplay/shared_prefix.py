@@ -14,10 +14,11 @@ else; `selfplay.trl_seam` plugs it into TRL's trainer), in one of two ways:
 
 Either way TRL's own fused LM head scores the completion tokens at TRL's temperature, and the LoRA weights in the
 prompt's layers are trained as before. Rotary positions are relative, so this is the same computation as TRL's (the
-test checks logprobs and gradients, both ways). For micro-batches to hold whole groups, the generation batch keeps TRL's group order instead of being shuffled;
-that is done only where it changes nothing: one optimizer step per generation batch (`steps_per_generation` equal
-to `gradient_accumulation_steps`, `num_iterations=1`), where every micro-batch's gradient is summed before the step.
-Rows whose prompt no neighbour shares, multimodal inputs, and multi-process training fall back to TRL's path.
+test checks logprobs and gradients, both ways). For micro-batches to hold whole groups, the generation batch keeps
+TRL's group order instead of being shuffled; that is done only where it changes nothing: one optimizer step per
+generation batch (`steps_per_generation` equal to `gradient_accumulation_steps`, `num_iterations=1`), where every
+micro-batch's gradient is summed before the step. Rows whose prompt no neighbour shares, multimodal inputs, and
+multi-process training fall back to TRL's path.
 """
 
 import torch
@@ -74,7 +75,7 @@ def packed_logps(model, input_ids, attention_mask, logits_to_keep, groups, compu
     positions = torch.cat([torch.arange(prompt), prompt + torch.arange(tail).repeat(slots)]).to(device)
     outputs = model(input_ids=ids, attention_mask=mask[:, None], position_ids=positions.expand(len(groups), -1),
                     labels=labels, fused_lm_head=True)
-    # log_probs[:, i] scores the token in column i + 1: a row's completion token c sits in column prompt + slot*T + 1 + c
+    # log_probs[:, i] scores column i + 1: a row's completion token c sits in column prompt + slot * T + 1 + c
     owner = torch.tensor([g for g, (start, end) in enumerate(groups) for _ in range(end - start)], device=device)
     slot = torch.tensor([s for start, end in groups for s in range(end - start)], device=device)
     columns = prompt + slot[:, None] * tail + torch.arange(logits_to_keep, device=device)

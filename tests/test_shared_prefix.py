@@ -5,8 +5,8 @@ import pytest
 import torch
 from trl import GRPOTrainer
 
-from selfplay.config import make_config
 from selfplay import shared_prefix
+from selfplay.config import make_config
 from selfplay.shared_prefix import prompt_groups
 
 
@@ -72,8 +72,8 @@ def test_shared_prefix_logprobs_and_gradients_match_trl(trainer, monkeypatch, wa
     calls = spy_on(monkeypatch, way)
     shared = logps_and_grads(trainer, trainer._get_per_token_logps_and_entropies, prompt_len)
     assert calls, f"the {way} way was not taken"
-    reference = logps_and_grads(trainer, lambda *a, **k: GRPOTrainer._get_per_token_logps_and_entropies(trainer, *a, **k),
-                                prompt_len)
+    trl_way = lambda *a, **k: GRPOTrainer._get_per_token_logps_and_entropies(trainer, *a, **k)  # noqa: E731
+    reference = logps_and_grads(trainer, trl_way, prompt_len)
     assert torch.allclose(shared[0], reference[0], atol=1e-5)
     assert torch.allclose(shared[1], reference[1], atol=1e-4)
     assert shared[2].keys() == reference[2].keys()
@@ -84,10 +84,10 @@ def test_shared_prefix_logprobs_and_gradients_match_trl(trainer, monkeypatch, wa
 
 @pytest.mark.parametrize("way, completion", [("packed", 8), ("cached", 30)])
 def test_backward_passes_of_one_batch_are_bit_identical(trainer, monkeypatch, way, completion):
-    """The backward of the group's repeated prompt cache (index_select) and of TRL's fused LM head (a boolean mask) add
-    with index_add_/index_put_(accumulate=True), which torch runs on CPU as parallel atomic adds: without
-    selfplay.train.sum_gradients_in_order (build_trainer calls it) each pass sums in another order, and a resumed
-    run's adapter drifts from the uninterrupted one's (tests/test_resume.py)."""
+    """The backward of the group's repeated prompt cache (index_select), of the packed way's gathers and of TRL's fused
+    LM head (a boolean mask) add with index_add_/index_put_(accumulate=True), which torch runs on CPU as parallel atomic
+    adds: without selfplay.train.sum_gradients_in_order (build_trainer calls it) each pass sums in another order, and a
+    resumed run's adapter drifts from the uninterrupted one's (tests/test_resume.py)."""
     calls = spy_on(monkeypatch, way)
     torch.manual_seed(1)
     rows, prompt = 8, 200  # a chess group: the cache's gradient (8 x 200 x 64) spans both threads
