@@ -54,8 +54,10 @@ def test_the_fine_tune_scores_only_the_answer_tokens_and_keeps_trls_losses(tiny_
 
     from selfplay.sft import fine_tune
 
-    trl_choice, kernel = trl_utils._use_triton, trl_utils._ChunkedLogProbFunction
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_choice)  # put back after the test
+    from trl.kernels.chunked_logprob import _use_triton as trl_choice  # TRL's own, even if an earlier test chose ours
+
+    kernel = trl_utils._ChunkedLogProbFunction
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_choice)  # TRL's choice for the first run; put back after
     scored_rows = []
 
     class CountingKernel:
