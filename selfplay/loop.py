@@ -31,7 +31,7 @@ from selfplay.evaluate import compare, eval_table, evaluate
 from selfplay.interrupts import StopAfterIteration
 from selfplay.stats import describe_change
 from selfplay.model import resolve_model
-from selfplay.plugins import load_rewards, plug_in
+from selfplay.plugins import CHECK_ROWS, load_rewards, plug_in
 from selfplay.resume import (checkpoint_iteration, earlier_evaluations, latest_checkpoint, saved_config,
                              truncate_logs)
 from selfplay.runlog import RunLogger, append_jsonl, create_run_dir, read_status, write_json, write_status
@@ -53,9 +53,11 @@ def run_loop(config: LoopConfig, console: Console | None = None, on_run_dir=None
             return json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else {}
     domain = get_domain(config.domain)
     model_path = resolve_model(config.model)
+    # a bad --reward stops here, tried on a few of the domain's rows before its own rows are made (a minute for chess)
+    plugged = load_rewards(config.reward, config.rewards_only,
+                           domain.sample_rows(config, CHECK_ROWS) if config.reward else [])
     eval_rows = domain.eval_rows(config)
     rows = domain.train_rows(config, eval_rows)  # a bad position or task file stops here: no run dir, no vLLM
-    plugged = load_rewards(config.reward, config.rewards_only, eval_rows or rows)  # a bad --reward stops here
     if config.full_finetune and domain.tools(config):
         raise ConfigError(f"--full-finetune: the {domain.name} domain's tools are answered by selfplay's vLLM "
                           "rollout, which serves LoRA adapters; train a LoRA adapter (drop --full-finetune)")

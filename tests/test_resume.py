@@ -102,7 +102,7 @@ def check_same_as(reference: Path, run_dir: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_after", [1, 2, 3])
+@pytest.mark.parametrize("kill_after", [1, STEPS - 1])  # in an early iteration, and in the last one or its eval
 def test_a_run_killed_at_a_random_point_resumes_to_the_same_result(tiny_model, reference, tmp_path, kill_after):
     rng = random.Random(kill_after)
     process = fresh(tiny_model, tmp_path, "killed")
@@ -116,7 +116,8 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_same_result(tiny_model, r
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_run_as_interrupted_and_resume_finishes_it(tiny_model, reference, tmp_path):
+def test_ctrl_c_without_a_terminal_stops_the_run_as_interrupted_and_says_how_to_resume(tiny_model, tmp_path):
+    """A run in a pipe or under nohup gets Ctrl-C as SIGINT to its group; resuming after it: the terminal test."""
     process = fresh(tiny_model, tmp_path, "stopped")
     wait_for_iteration(process, tmp_path / "stopped", 1)
     os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground process group
@@ -125,12 +126,7 @@ def test_ctrl_c_stops_the_run_as_interrupted_and_resume_finishes_it(tiny_model, 
     assert "--resume stopped" in out
     run_dir = tmp_path / "stopped"
     assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
-    stopped_at = iterations_done(run_dir)
-    assert 1 <= stopped_at < STEPS
-    status, out, err = finish(start(tmp_path, "--resume", "stopped"))
-    assert status == 0, err[-2000:]
-    assert f"resume from iteration {stopped_at - 1}" in out or f"resume from iteration {stopped_at}" in out
-    check_same_as(reference, run_dir)
+    assert 1 <= iterations_done(run_dir) < STEPS
 
 
 def start_in_a_terminal(tiny_model: str, runs: Path, name: str) -> tuple[int, int, list[bytes]]:
