@@ -21,6 +21,8 @@ SDK (create, start, wait, remove; `runs // 10` of them) for reference. Its goal 
 Rates are runs / wall seconds; `ratio` is sandbox / bare (the goal is >= 0.8). Wall rates move with the load that
 other processes put on the machine; the CPU time per run (ours plus every descendant's: bwrap, the agent and the
 programs it reaped) moves much less, and its `cpu_ratio` bounds what the sandbox can reach on a saturated machine.
+Of the reused sandbox's CPU per run, `agent_cpu_ms_per_run` is its agents' own (fork, reset) and
+`program_cpu_ms_per_run` the programs' (with what the child did between fork and exec).
 Results go to bench/results/sandbox_exec.json.
 """
 
@@ -76,6 +78,17 @@ def cpu_seconds() -> float:
     return total
 
 
+def agents_cpu() -> tuple[float, float]:
+    """CPU seconds of the live reused sandboxes' agents: their own, and the programs they reaped."""
+    own = reaped = 0.0
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.cmdline()[:1] == ["python3"] and "/agent.py" in process.cmdline():
+                times = process.cpu_times()
+                own, reaped = own + times.user + times.system, reaped + times.children_user + times.children_system
+    return own, reaped
+
+
 def cpu_timed(run) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process and its descendants) of one call."""
     before = cpu_seconds()
@@ -121,16 +134,18 @@ def bwrap_rates(runs: int) -> dict:
     for run in (run_bare, sandbox_run, fresh_run):  # warm the page cache on every side
         run()
 
-    bare, boxed = [], []
+    bare, boxed, agents_before = [], [], agents_cpu()
     for _ in range(runs):
         bare.append(cpu_timed(run_bare))
         boxed.append(cpu_timed(sandbox_run))
+    agents = [(after - before) / runs * 1e3 for before, after in zip(agents_before, agents_cpu())]
     sequential = rates(sum(w for w, _ in bare), sum(w for w, _ in boxed), runs)
     sequential["reused"] = sandbox.reuse
     for side, times in [("bare", bare), ("sandbox", boxed)]:
         sequential[f"{side}_median_ms"] = statistics.median(w for w, _ in times) * 1e3
         sequential[f"{side}_cpu_ms_per_run"] = sum(c for _, c in times) / runs * 1e3
     sequential["cpu_ratio"] = sequential["bare_cpu_ms_per_run"] / sequential["sandbox_cpu_ms_per_run"]
+    sequential["agent_cpu_ms_per_run"], sequential["program_cpu_ms_per_run"] = agents  # of the sandbox's CPU
 
     with ThreadPoolExecutor(2) as pool:
         bare_s = timed(lambda: list(pool.map(lambda _: run_bare(), range(runs))))

@@ -31,8 +31,9 @@ fd`) while we map two ids into its user namespace, 0 to 65533 and 65534 to 65534
 than one), and, through `nsenter`, set its IPC limits to 0 (no SysV or POSIX IPC object can outlive a run) and its
 `user.max_user_namespaces` to 0 and its network sysctls as `SANDBOX_SYSCTLS` lists (no TIME_WAIT, TCP metrics,
 Fast Open or MPTCP state). The program and the agent have different uids, so the program cannot signal, ptrace or
-prlimit the agent. A run costs ~1.3 ms more than the bare program on a 2-core Xeon (0.88x its rate), most of it
-the agent's fork (Python's `os.fork`: ~0.4 ms before the child runs) and reset: `bench/sandbox_exec.py`. Shared between
+prlimit the agent. A run costs ~1.3 ms more than the bare program on a 2-core Xeon (0.88x its rate; ~2.6 ms,
+0.86x, on a 2-core EPYC VM), most of it the agent's fork (Python's `os.fork`: ~0.4 ms before the child runs) and the
+page faults it makes dearer: `bench/sandbox_exec.py`. Shared between
 runs of one sandbox (what the reset does not undo): its namespaces (loopback only, SysV/POSIX IPC off, no TCP
 state kept, no socket left), the tmpfs's inode numbers and timestamps, and the agent process; so a run written to
 read them learns a little of the run before it (how many processes it made from the pid counter, packets it sent
