@@ -12,7 +12,9 @@ after the other in this run:
 - TRL default: `GRPOTrainer` with TRL's defaults (its own HF `generate`, full fine-tune, gradient checkpointing,
   bfloat16 autocast); only batch shape, steps, sampling temperature and completion length are set to match.
 
-Both updates run under bfloat16 autocast (TRL's default) on a CPU that has it.
+TRL's update runs under its default bfloat16 autocast (`bf16=True`) on every CPU, even one without bfloat16, where
+torch emulates it (on a 2-core EPYC with AVX2 only, TRL's 3 steps had not finished in 25 min); ours in the
+precision `selfplay.precision` times as faster.
 
 Throughput counts the training loop (`trainer.train()`); the one-time start (model load, vLLM start) is reported
 separately. Results go to bench/results/loop_throughput.json (or --out). Where vLLM is not installed (the GPU
