@@ -34,7 +34,8 @@ from selfplay.model import resolve_model
 from selfplay.plugins import CHECK_ROWS, load_rewards, plug_in
 from selfplay.resume import (checkpoint_iteration, earlier_evaluations, latest_checkpoint, saved_config,
                              truncate_logs)
-from selfplay.runlog import RunLogger, append_jsonl, create_run_dir, read_status, write_json, write_status
+from selfplay.runlog import (RunLogger, append_jsonl, create_run_dir, free_run_dir, read_status, write_json,
+                             write_status)
 from selfplay.runs import resolve as resolve_run
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ def run_loop(config: LoopConfig, console: Console | None = None, on_run_dir=None
         if read_status(run_dir).get("status") == "finished":
             console.print(f"{run_dir.name} has finished: nothing to resume (selfplay runs show {run_dir.name})")
             return json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else {}
+    else:
+        run_dir = free_run_dir(config.runs_dir, config.run_name())  # a taken name stops here, before any rows
     domain = get_domain(config.domain)
     model_path = resolve_model(config.model)
     # a bad --reward stops here, tried on a few of the domain's rows before its own rows are made (a minute for chess)
@@ -65,7 +68,7 @@ def run_loop(config: LoopConfig, console: Console | None = None, on_run_dir=None
         checkpoint = latest_checkpoint(run_dir)
         truncate_logs(run_dir, checkpoint_iteration(checkpoint))
     else:
-        run_dir = create_run_dir(config.runs_dir, config.run_name())
+        run_dir = create_run_dir(config.runs_dir, run_dir.name)
         settings = {**config.as_dict(), "run": run_dir.name, "model_path": model_path}
         write_json(run_dir / "config.json", settings)
     if on_run_dir:

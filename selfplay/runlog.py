@@ -29,13 +29,19 @@ class RunDirError(RuntimeError):
 
 
 def create_run_dir(runs_dir: str, name: str) -> Path:
+    path = free_run_dir(runs_dir, name)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def free_run_dir(runs_dir: str, name: str) -> Path:
+    """Where run `name` goes; RunDirError if the name is not a plain directory name or a run is there already."""
     if not name or "/" in name or name in (".", ".."):
         raise RunDirError(f"run name {name!r} must be a plain directory name")
     path = Path(runs_dir) / name
     if (path / "metrics.jsonl").exists():
         raise RunDirError(f"{path} already holds a run: choose another RUN name, or continue it with selfplay loop "
                           f"--resume {name} (nothing was overwritten)")
-    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
