@@ -246,10 +246,10 @@ def stream_state(fd, pipe):
 
 
 def restore_streams(states):
-    """Put back `states` ({fd: (stream_state, pipe)}, at the agent's start) and release every lock; whether they are
-    back."""
-    changed = {fd: (state, pipe) for fd, (state, pipe) in states.items() if stream_state(fd, pipe) != state}
-    for fd, ((flags, _, _, size), _) in changed.items():
+    """Put back `states` (stream_state's, at the agent's start: a pipe's has its size) and release every lock; whether
+    they are back."""
+    changed = {fd: state for fd, state in states.items() if stream_state(fd, pipe=state[3] > 0) != state}
+    for fd, (flags, _, _, size) in changed.items():
         fcntl.fcntl(fd, fcntl.F_SETFL, flags)
         fcntl.fcntl(fd, fcntl.F_SETOWN, 0)
         fcntl.fcntl(fd, F_SETSIG, 0)
@@ -258,7 +258,7 @@ def restore_streams(states):
     for fd in states:
         fcntl.flock(fd, fcntl.LOCK_UN)
         fcntl.fcntl(fd, F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))  # every byte
-    return all(stream_state(fd, pipe) == state for fd, (state, pipe) in changed.items())
+    return all(stream_state(fd, pipe=state[3] > 0) == state for fd, state in changed.items())
 
 
 def sockets():
@@ -412,8 +412,7 @@ def main():
     if os.stat(SCRATCH).st_uid != NOBODY:
         os.chown(SCRATCH, NOBODY, NOBODY)
     os.chmod(SCRATCH, 0o700)
-    pipes = {fd: stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in (1, 2)}
-    streams = {fd: (stream_state(fd, pipe), pipe) for fd, pipe in pipes.items()}
+    streams = {fd: stream_state(fd, pipe=stat.S_ISFIFO(os.fstat(fd).st_mode)) for fd in (1, 2)}
     baseline, ttl = settled_sockets(), int(sys.argv[1])
     while select.select([0], [], [], ttl)[0]:  # no job in TTL_S: the pool that made this sandbox is gone
         serve(json.loads(read_exactly(int.from_bytes(read_exactly(8), "big"))), streams, baseline)
