@@ -59,8 +59,9 @@ def run_loop(config: LoopConfig, console: Console | None = None, on_run_dir=None
     # a bad --reward stops here, tried on a few of the domain's rows before its own rows are made (a minute for chess)
     plugged = load_rewards(config.reward, config.rewards_only,
                            domain.sample_rows(config, CHECK_ROWS) if config.reward else [])
-    eval_rows = domain.eval_rows(config)
-    rows = domain.train_rows(config, eval_rows)  # a bad position or task file stops here: no run dir, no vLLM
+    with console.status(f"making the {domain.name} domain's held-out and training rows"):  # shown in a terminal
+        eval_rows = domain.eval_rows(config)
+        rows = domain.train_rows(config, eval_rows)  # a bad position or task file stops here: no run dir, no vLLM
     if config.full_finetune and domain.tools(config):
         raise ConfigError(f"--full-finetune: the {domain.name} domain's tools are answered by selfplay's vLLM "
                           "rollout, which serves LoRA adapters; train a LoRA adapter (drop --full-finetune)")

@@ -1,12 +1,16 @@
 """Reference players, the rank reward and the tactical held-out sets, against real Stockfish and python-chess."""
 
+import json
+import random
+
 import chess
 import pytest
 
 from rewards.chess import ChessRewards
 from rewards.chess_engine import EnginePool
 from selfplay.domains.chess_reference import greedy_moves, reference_scores
-from selfplay.domains.chess_tactics import mate_in_one_positions, to_epd, winning_move_positions
+from selfplay.domains import chess_tactics
+from selfplay.domains.chess_tactics import capture_biased_playout, mate_in_one_positions, to_epd, winning_move_positions
 from selfplay.domains.chess_positions import read_positions
 
 ONLY_MOVE = "k7/8/8/8/8/8/1r6/K7 w - - 0 1"  # Kxb2 is White's only legal move
@@ -62,6 +66,55 @@ def test_every_generated_mate_in_one_is_one():
             board.push(move)
             assert board.is_checkmate() == (move.uci() in position.best_moves)
             board.pop()
+
+
+def plain_playout(rng: random.Random) -> chess.Board:
+    """The playout as first written (python-chess's own capture and game-over checks): the held-out sets' positions."""
+    board = chess.Board()
+    for _ in range(rng.randint(8, 70)):
+        moves = list(board.legal_moves)
+        captures = [move for move in moves if board.is_capture(move)]
+        board.push(rng.choice(captures if captures and rng.random() < 0.3 else moves))
+        if board.is_game_over():
+            board.pop()
+            break
+    return board
+
+
+@pytest.mark.parametrize("seed", [3, 1_000_003])
+def test_the_playouts_are_the_plain_ones(seed):
+    fast, plain = random.Random(seed), random.Random(seed)
+    for _ in range(300):  # en passant captures (7-10) and promotions (13-21) come up in 300 games
+        assert capture_biased_playout(fast).fen() == plain_playout(plain).fen()
+    assert fast.random() == plain.random()  # the same draws from the seed
+
+
+def test_mates_in_one_come_back_from_the_cache_as_made(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFPLAY_CACHE", str(tmp_path))
+    made = mate_in_one_positions(12, seed=5)
+    cached = tmp_path / "positions" / "mate_in_one-5.json"
+    assert cached.exists()
+
+    def must_not_make(count, *, seed):
+        raise AssertionError("made again although the cache holds them")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(chess_tactics, "make_mate_in_one_positions", must_not_make)
+        assert mate_in_one_positions(12, seed=5) == made
+        assert mate_in_one_positions(7, seed=5) == made[:7]  # a shorter list is the head of a longer one
+    assert mate_in_one_positions(14, seed=5)[:12] == made  # more than cached: made again, the head unchanged
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"playouts": 1}', "[1, 2]", "",
+                                     '{"playouts": 0, "python-chess": "%s", "positions": []}' % chess.__version__])
+def test_a_broken_or_stale_position_cache_is_made_again(tmp_path, monkeypatch, content):
+    monkeypatch.setenv("SELFPLAY_CACHE", str(tmp_path))
+    fresh = chess_tactics.make_mate_in_one_positions(5, seed=9)
+    cached = tmp_path / "positions" / "mate_in_one-9.json"
+    cached.parent.mkdir()
+    cached.write_text(content)
+    assert mate_in_one_positions(5, seed=9) == fresh
+    assert json.loads(cached.read_text())["positions"][0][0] == fresh[0].fen  # rewritten
 
 
 def test_every_winning_move_is_the_engines_best_at_the_stated_limit_far_ahead(pool, tmp_path):
