@@ -10,11 +10,13 @@ the running engine under a new id (~1 s on CPU). The logprobs vLLM reports are t
 
 vLLM runs in float32 on CPU (bfloat16 on vLLM CPU gives different answers from the trainer's model) and in the
 model's dtype on CUDA. If the engine dies, it is restarted once with the current adapter and the call retried; a
-second failure raises `PolicyError` saying what to check.
+second failure raises `PolicyError` saying what to check. An engine that dies mid-generation (the out-of-memory
+killer) would leave vLLM's client waiting forever: `wake_on_engine_death` turns that into vLLM's EngineDeadError.
 """
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -95,12 +97,14 @@ class VLLMPolicy:
         from vllm import LLM
 
         try:
-            return LLM(**self.engine_args)
+            llm = LLM(**self.engine_args)
         except Exception as error:  # vLLM raises many types at start; all mean the same to the user
             raise PolicyError(
                 f"vLLM could not start on {self.engine_args['model']!r}: {error}. Check that the model directory "
                 "loads with transformers, that `make setup` installed vLLM, and that there is free memory."
             ) from error
+        wake_on_engine_death(llm)
+        return llm
 
     def load_adapter(self, adapter_dir: str, version: int) -> None:
         """Serve the LoRA adapter saved in `adapter_dir` as policy version `version` (ids must grow)."""
@@ -196,3 +200,29 @@ class VLLMPolicy:
             if shutdown is not None:
                 shutdown()
             del llm
+
+
+def wake_on_engine_death(llm) -> None:
+    """vLLM 0.32's client notices a dead engine process and shuts itself down, but a call waiting for the engine's
+    output then waits forever (nothing wakes its output queue). A thread waits for the engine processes to exit and
+    puts an EngineDeadError in that queue: the waiting `step()` raises it, and `generate` restarts the engine. (After a
+    `close()` the error lands in a queue nobody reads.) A vLLM without these internals is left as it is."""
+    from multiprocessing.connection import wait
+
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    core = llm.llm_engine.engine_core
+    manager = getattr(getattr(core, "resources", None), "engine_manager", None)
+    outputs = getattr(core, "outputs_queue", None)
+    if manager is None or outputs is None or not hasattr(manager, "sentinels"):
+        return
+    sentinels = manager.sentinels()
+
+    def wake_when_dead():
+        try:
+            wait(sentinels)
+        except OSError:  # the process objects were closed first: the policy closed it
+            return
+        outputs.put_nowait(EngineDeadError())
+
+    threading.Thread(target=wake_when_dead, name="selfplay-engine-death", daemon=True).start()

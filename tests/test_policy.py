@@ -1,6 +1,8 @@
-"""The in-process vLLM policy when its engine dies: restarted once, the call retried with the same samples; an engine
-that dies again raises PolicyError saying what to check. Real vLLM on the tiny model, its engine processes killed."""
+"""The in-process vLLM policy when its engine dies, mid-generation too (vLLM's own client then waited forever):
+restarted once, the call retried with the same samples; an engine that dies again raises PolicyError saying what to
+check. Real vLLM on the tiny model, its engine processes killed as the out-of-memory killer would."""
 
+import contextlib
 import logging
 import os
 import signal
@@ -22,19 +24,45 @@ def kill_engine() -> list[int]:
     return [p.pid for p in engine]
 
 
-def sample(policy: VLLMPolicy) -> list[list[list[int]]]:
-    groups = policy.generate(PROMPTS, n=3, max_tokens=6, temperature=1.0, seed=7)
+class Hung(BaseException):
+    """Not an Exception: the policy's restart-on-failure must not catch it."""
+
+
+@contextlib.contextmanager
+def at_most(seconds: int):
+    """A hang (what this guards against) fails the test instead of stalling the suite."""
+    def hung(signum, frame):
+        raise Hung(f"generate still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def sample(policy: VLLMPolicy, on_group=None) -> list[list[list[int]]]:
+    """The first prompt's group ends after 2 tokens, the second's runs on to 40."""
+    groups = policy.generate(PROMPTS, n=3, max_tokens=[2, 40], temperature=1.0, seed=7, on_group=on_group)
     return [[completion.completion_ids for completion in group] for group in groups]
 
 
 @pytest.mark.slow
-def test_a_killed_engine_is_restarted_once_then_a_second_death_raises(tiny_model, caplog):
+def test_an_engine_killed_mid_generation_is_restarted_once_then_a_second_death_raises(tiny_model, caplog):
     policy = VLLMPolicy(tiny_model, lora_rank=None, answer_tokens=8)
     try:
         before = sample(policy)
-        assert kill_engine(), "no vLLM engine process to kill"
-        with caplog.at_level(logging.WARNING, logger="selfplay.policy"):
-            assert sample(policy) == before  # restarted, and the seeded samples are the same
+        killed = []
+
+        def kill_when_the_first_group_ends(i, group):
+            if not killed:  # the second group is still generating
+                killed.extend(kill_engine())
+
+        with caplog.at_level(logging.WARNING, logger="selfplay.policy"), at_most(180):
+            assert sample(policy, kill_when_the_first_group_ends) == before  # restarted; the same seeded samples
+        assert killed, "no vLLM engine process to kill"
         assert "restarting the engine" in caplog.text
 
         start = policy._start
