@@ -6,9 +6,10 @@
 The playouts are random games of 8-70 plies that take a capture 30% of the time when one exists (so material comes
 off the board and kings get exposed, as in real games). About one in 50 ends with a mate in one, so 200 of them take
 ~30 s of python-chess: the positions depend only on the seed (a shorter list is the head of a longer one), and they
-are kept in the cache directory (`~/.cache/selfplay/positions/`) for the next run. A winning-move position is one where, at the pool's search
-limit, the engine's best move keeps at least `gap` more expected score than every other legal move (each searched as
-the only root move): a piece to take, a fork, a mate in a few; a player that does not see it gives that much away.
+are kept in the cache directory (`~/.cache/selfplay/positions/`) for the next run. A winning-move position is one
+where, at the pool's search limit, the engine's best move keeps at least `gap` more expected score than every other
+legal move (each searched as the only root move): a piece to take, a fork, a mate in a few; a player that does not
+see it gives that much away.
 """
 
 import json
