@@ -1,4 +1,4 @@
-"""Does `torch.compile` pay for its start in the update? The default model under the loop's LoRA, eager against compiled.
+"""Does `torch.compile` pay for its start in the update? The default model under LoRA, eager against compiled.
 
     python bench/compile_update.py [--steps 12] [--variants eager,layers,model,eager]
 
