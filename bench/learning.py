@@ -4,6 +4,7 @@
     python bench/learning.py chess-default [more...]     # run them (each result replaces its old one)
     python bench/learning.py --table                     # the README's tables from bench/results/learning.json
     python bench/learning.py --rescore                   # rebuild the results from their run dirs
+    python bench/learning.py --paired chess-fen-prompt chess-default   # the second minus the first, per position
 
 Each configuration is `selfplay loop` with its flags, after `selfplay sft` with its own flags where it has them (the
 loop then starts from the fine-tuned model, and its "before" is the fine-tuned model's); several fine-tunes run in
@@ -50,8 +51,12 @@ CONFIGS = {
                                        [*FIRST[:-1], "1e-4", "--steps", "20"],
                                        ["--targets", "engine", "--examples", "1000", "--positions",
                                         "random:3,mate_in_one:1"]),
-    "chess-default": ("the default `make loop DOMAIN=chess`: fine-tune on 1000 engine moves (750 playouts, 250 "
-                      "generated mates in one) inside the loop, then 20 GRPO steps on the engine reward at lr 3e-5",
+    "chess-fen-prompt": ("the default until 2026-12-04: the FEN before the shuffled SAN list (189 tokens a prompt); "
+                         "fine-tune on 1000 engine moves (750 playouts, 250 generated mates in one) inside the loop, "
+                         "then 20 GRPO steps on the engine reward at lr 3e-5",
+                         ["--domain", "chess", "--prompt-style", "san"]),
+    "chess-default": ("the default `make loop DOMAIN=chess`: chess-fen-prompt without the FEN (the `moves` prompt: "
+                      "the side to move and the shuffled SAN list, 111 tokens)",
                       ["--domain", "chess"]),
     "chess-bonus1-lr1e-4": ("the default with a best-move bonus (weight 1, Chess-R1's) on the engine reward, GRPO at "
                             "lr 1e-4: does singling out the engine's move keep the tactics a higher rate unlearned?",
@@ -115,14 +120,9 @@ def entry(name: str, seed: int, run_name: str, wall: float) -> dict:
     what, flags, *_ = CONFIGS[name]
     evaluation = json.loads((Path("runs") / run_name / "eval.json").read_text())
     if "fine-tuned" in evaluation and "fine_tune_change" not in evaluation:  # a run from before the loop wrote it
-        from selfplay.config import make_config
-        from selfplay.domains import get_domain
         from selfplay.evaluate import compare
 
-        settings = json.loads((Path("runs") / run_name / "config.json").read_text())
-        config = make_config(**{k: v for k, v in settings.items() if k not in ("run", "model_path")})
-        rows = get_domain(config.domain).eval_rows(config)
-        evaluation["fine_tune_change"] = compare(rows, evaluation["before"], evaluation["fine-tuned"])
+        evaluation["fine_tune_change"] = compare(held_out_of(run_name), evaluation["before"], evaluation["fine-tuned"])
     sets = {}
     for set_name, after in evaluation["after"]["sets"].items():
         sets[set_name] = {
@@ -138,6 +138,45 @@ def entry(name: str, seed: int, run_name: str, wall: float) -> dict:
             "wall_minutes": wall / 60, "cpu": cpu_name(), "sets": sets,
             "top_answer_share": top_answer_share(evaluation["after"]["completions"]),
             **{key: evaluation[key] for key in ("matches", "elo") if key in evaluation}}
+
+
+def held_out_of(run_name: str) -> list[dict]:
+    """The held-out rows a finished run was scored on, made again from its config.json."""
+    from selfplay.config import make_config
+    from selfplay.domains import get_domain
+
+    settings = json.loads((Path("runs") / run_name / "config.json").read_text())
+    config = make_config(**{k: v for k, v in settings.items() if k not in ("run", "model_path")})
+    return get_domain(config.domain).eval_rows(config)
+
+
+PAIRED_METRICS = {"skill": "skill", "solve_reward": "solved", "best_move_reward": "best move",
+                  "legal_move_reward": "legal"}
+
+
+def paired_table(results: list[dict], first: str, second: str) -> str:
+    """Markdown: each chess held-out figure after training of `second` minus `first`, for every seed both ran,
+    paired over the same positions (the sets are the same in both runs: checked position by position)."""
+    from selfplay.stats import paired_difference
+
+    lines = [f"| seed | set | metric | {first} | {second} | difference |", "|---|---|---|---|---|---|"]
+    runs = {(r["config"], r["seed"]): r["run"] for r in results if not r.get("returncode")}
+    for seed in sorted(seed for config, seed in runs if config == first and (second, seed) in runs):
+        names = runs[first, seed], runs[second, seed]
+        rows = [held_out_of(name) for name in names]
+        if [row["fen"] for row in rows[0]] != [row["fen"] for row in rows[1]]:
+            raise SystemExit(f"{names[0]} and {names[1]} were scored on different positions: not paired")
+        scores = [json.loads((Path("runs") / name / "eval.json").read_text())["after"]["scores"] for name in names]
+        for set_name in dict.fromkeys(row["set"] for row in rows[0]):
+            at = [i for i, row in enumerate(rows[0]) if row["set"] == set_name]
+            for metric, label in PAIRED_METRICS.items():
+                a, b = ([run[metric][i] for i in at] for run in scores)
+                if None in a or None in b:
+                    continue
+                mean, low, high = paired_difference(a, b)
+                lines.append(f"| {seed} | {set_name} | {label} | {sum(a) / len(a):.3f} | {sum(b) / len(b):.3f} | "
+                             f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] |")
+    return "\n".join(lines)
 
 
 def sft_seconds(warm: str) -> float:
@@ -248,6 +287,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, the same for every configuration")
     parser.add_argument("--list", action="store_true", help="list the configurations")
     parser.add_argument("--table", action="store_true", help="print the results as markdown tables")
+    parser.add_argument("--paired", nargs=2, metavar=("FIRST", "SECOND"),
+                        help="SECOND's held-out figures minus FIRST's, per seed, paired over the same positions")
     parser.add_argument("--rescore", action="store_true",
                         help="rebuild the results whose run dir is here from its eval.json, keeping the wall time")
     args = parser.parse_args()
@@ -257,6 +298,9 @@ def main() -> None:
             for stage in sft:
                 print(f"{'':24} selfplay sft {' '.join(stage)}")
             print(f"{'':24} selfplay loop {' '.join(flags)}")
+        return
+    if args.paired:
+        print(paired_table(json.loads(RESULTS.read_text()), *args.paired))
         return
     unknown = [name for name in args.configs if name not in CONFIGS]
     if unknown:

@@ -232,7 +232,7 @@ def train_iterations(config: LoopConfig, domain, model_path: str, run_dir, polic
         if policy is not None and eval_rows and config.eval_every:
             callbacks.append(EvalEvery(config.eval_every, config.steps, run_eval, stats))
         trainer = build_trainer(config, model_path, dataset, reward_funcs, reward_weights, policy, run_dir, stats,
-                                callbacks, domain.stop_strings(config), domain.tools(config))
+                                callbacks, domain.stop_strings(config), domain.tools(config), domain.SAMPLE_COLUMNS)
         if writes_logs:
             logger.trainer = trainer
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

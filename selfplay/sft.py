@@ -36,8 +36,8 @@ class SFTConfig(ReadsDomainSettings):
     """what to imitate: engine (Stockfish's best move) or samples (the policy's own best sampled answers)"""
     positions: str = "random"
     """training positions, as the loop's --positions (selfplay excepted)"""
-    prompt_style: str = "san"
-    """the chess prompt and answer notation, as the loop's --prompt-style: san or uci"""
+    prompt_style: str = "moves"
+    """the chess prompt and answer notation, as the loop's --prompt-style: moves, san or uci"""
     skip_bad: bool = False
     """skip (and count) malformed lines of position files"""
     examples: int = 512
@@ -82,8 +82,7 @@ class SFTConfig(ReadsDomainSettings):
     def validate(self) -> None:
         if self.targets not in ("engine", "samples"):
             raise ConfigError(f"--targets {self.targets!r}: choose engine or samples")
-        if self.prompt_style not in ("san", "uci"):
-            raise ConfigError(f"--prompt-style {self.prompt_style!r}: choose san or uci")
+        chess_domain.check_prompt_style(self.prompt_style)
         if "selfplay" in self.positions:
             raise ConfigError("--positions: selfplay positions come from a running loop; use random or a file here")
         for name in ("examples", "samples_per_prompt", "batch_size", "lora_rank"):
@@ -134,7 +133,8 @@ def run_sft(config: SFTConfig, console: Console | None = None, on_run_dir=None) 
     with ChessRewards(chess_domain.engine_pool(config)) as rewards:
         if config.targets == "engine":
             boards = [chess.Board(row["fen"]) for row in rows]
-            answers = [move if config.prompt_style == "uci" or move is None else board.san(chess.Move.from_uci(move))
+            in_san = chess_domain.answers_in_san(config.prompt_style)
+            answers = [board.san(chess.Move.from_uci(move)) if in_san and move else move
                        for board, move in zip(boards, rewards.pool.best_moves(boards))]
         else:
             answers = best_sampled_answers(model_path, rows, config, tokenizer, rewards.engine_reward)

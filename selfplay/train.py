@@ -136,12 +136,13 @@ class RewardsDuringGeneration:
     The rollout calls `begin` with TRL's batch rows, then `score` for each group as it arrives; one thread runs the
     reward functions on it with what TRL would pass them (the rows' columns, the completions decoded as TRL decodes
     them, `trainer_state`, `log_extra`, `log_metric`). `reward_funcs()` are the functions TRL calls: they wait for the
-    scores of a batch they recognise (the same completions), and score any other batch themselves. Stats: reward
-    evaluations and seconds, and the step's `rewards` part: the seconds the trainer waited for them after generation.
+    scores of a batch they recognise (the same completions), and score any other batch themselves; the first also
+    hands TRL the rows' `sample_columns` (its `log_extra`: samples.jsonl then holds them). Stats: reward evaluations
+    and seconds, and the step's `rewards` part: the seconds the trainer waited for them after generation.
     """
 
-    def __init__(self, reward_funcs: list, stats: dict):
-        self.funcs, self.stats = list(reward_funcs), stats
+    def __init__(self, reward_funcs: list, stats: dict, sample_columns: tuple = ()):
+        self.funcs, self.stats, self.sample_columns = list(reward_funcs), stats, sample_columns
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="selfplay-rewards")
         self.rows: list[dict] = []
         self.jobs: dict = {}  # first row -> (row range, future of [rewards per function])
@@ -184,6 +185,10 @@ class RewardsDuringGeneration:
         func = self.funcs[index]
 
         def read(prompts, completions, **kwargs):
+            if index == 0 and "log_extra" in kwargs:
+                for column in self.sample_columns:
+                    if column in kwargs:
+                        kwargs["log_extra"](column, list(kwargs[column]))
             start = time.perf_counter()
             results = [(rows, job.result()) for rows, job in list(self.jobs.values())]
             step_time.add(self.stats, "rewards", time.perf_counter() - start)
@@ -233,7 +238,7 @@ def sum_gradients_in_order() -> None:
 
 
 def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights, policy, run_dir: Path, stats: dict,
-                  callbacks, stop: list[str] | None = None, tools: list | None = None):
+                  callbacks, stop: list[str] | None = None, tools: list | None = None, sample_columns: tuple = ()):
     """A TRL GRPOTrainer whose generation is `VLLMRollout` (ending samples at any of the `stop` strings, answering
     the calls of `tools`) and whose updates reach vLLM through `SyncPolicy`.
 
@@ -302,7 +307,7 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
         peft_config = LoraConfig(
             r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
         )
-    rewards = RewardsDuringGeneration(reward_funcs, stats)
+    rewards = RewardsDuringGeneration(reward_funcs, stats, sample_columns)
     syncs = [SyncPolicy(policy, run_dir / "adapters", stats, config.keep_adapters)] if policy else []
     trainer = SelfplayGRPOTrainer(
         model=model_path,

@@ -76,5 +76,5 @@ def test_loop_trains_on_positions_from_its_own_games(tiny_model, tmp_path):
     metrics = [json.loads(line) for line in (Path(tmp_path) / "selfplay" / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2 and all(m["selfplay/positions"] > 0 for m in metrics)
     samples = [json.loads(line) for line in (Path(tmp_path) / "selfplay" / "samples.jsonl").read_text().splitlines()]
-    plies = [chess.Board(s["prompt"][1]["content"].split("\n")[0].removeprefix("FEN: ")).ply() for s in samples]
+    plies = [chess.Board(s["fen"]).ply() for s in samples]
     assert all(ply <= 8 for ply in plies)  # every prompt is a position of a self-play game of at most 8 plies

@@ -58,6 +58,7 @@ def test_run_dir_holds_config_metrics_samples_and_eval(tiny_run):
     samples = read_jsonl(run_dir / "samples.jsonl")
     assert len(samples) == 2 * 2 * 4  # iterations x prompts x group
     assert {s["policy_version"] for s in samples} == {0, 1}
+    assert all(s["prompt"] == chess_domain.position_prompt(s["fen"]) for s in samples)  # each with its position
     assert set(samples[0]["rewards"]) == {
         "engine_reward", "rank_reward", "legal_move_reward", "best_move_reward", "solve_reward", "format_reward",
         "score_loss", "move_chars_reward",
@@ -175,7 +176,7 @@ def test_one_iteration_on_the_real_default_model(default_model, tmp_path):
     assert metrics["iteration"] == 1 and math.isfinite(metrics["train/loss"])
     assert 0.0 <= metrics["reward/engine_reward"] <= 1.0
     samples = read_jsonl(run_dir / "samples.jsonl")
-    assert len(samples) == 4 and all(s["prompt"][1]["content"].startswith("FEN: ") for s in samples)
+    assert len(samples) == 4 and all(s["prompt"] == chess_domain.position_prompt(s["fen"]) for s in samples)
     assert results["after"]["policy_version"] == 1
     assert (run_dir / "adapters" / "final" / "adapter_model.safetensors").is_file()
 

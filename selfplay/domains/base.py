@@ -53,6 +53,7 @@ class Domain(ABC):
     EVAL_METRICS: dict[str, str] = {}  # held-out metric (a reward's name, or a reference's) -> label, headline first
     HEADLINE: str | None = None  # metrics key shown beside the reward in the progress (default: EVAL_METRICS' first)
     SUCCESS: str | None = None  # a 0/1 held-out metric: `selfplay eval --samples K` reports its pass@1 and pass@K
+    SAMPLE_COLUMNS: tuple[str, ...] = ()  # row columns written beside each training sample in samples.jsonl
     defaults: dict = {}  # LoopConfig fields this domain sets when left unset (max_completion_length, temperature...)
     presets: dict[str, dict] = {}  # --preset NAME -> settings (the loop's and this domain's) it sets when left unset
 

@@ -32,8 +32,19 @@ DEFAULT_EVAL_SETS = "random,mate_in_one"
 ONE_MOVE = [" ", "\n"]  # stop strings of a SAN answer: it ends at the first space or newline
 SYSTEM_PROMPTS = {
     "san": "You are a chess engine. Reply with one legal move in SAN and nothing else.",
+    "moves": "Reply with one legal move in SAN.",
     "uci": "You are a chess engine. Reply with one legal move in UCI notation and nothing else.",
 }
+PROMPT_STYLES = tuple(SYSTEM_PROMPTS)
+
+
+def answers_in_san(style: str) -> bool:
+    return style != "uci"
+
+
+def check_prompt_style(style: str) -> None:
+    if style not in PROMPT_STYLES:
+        raise ConfigError(f"--prompt-style {style!r}: choose {', '.join(PROMPT_STYLES[:-1])} or {PROMPT_STYLES[-1]}")
 
 
 def random_positions(count: int, *, seed: int, min_plies: int = 2, max_plies: int = 40) -> list[str]:
@@ -56,11 +67,13 @@ def random_positions(count: int, *, seed: int, min_plies: int = 2, max_plies: in
     return fens
 
 
-def position_prompt(fen: str, style: str = "san") -> list[dict]:
-    """Chat messages asking for a move in one of two styles:
+def position_prompt(fen: str, style: str = "moves") -> list[dict]:
+    """Chat messages asking for a move in one of three styles:
 
     - "san": the FEN and the legal moves in SAN (captures, checks and mates marked: `Nxe5`, `Qh7+`, `Re8#`), in an
       order shuffled per position (seeded by the FEN), so that no place in the list is a fixed strategy;
+    - "moves": the side to move and the same list, no FEN, the request only in a short system prompt (111 tokens on
+      average against san's 189: the fine-tune and GRPO cost per token of prompt);
     - "uci": the FEN, an ASCII board and the legal moves in UCI, sorted (the first prompt: its policy learned to copy
       the head of the list).
     """
@@ -74,11 +87,13 @@ def position_prompt(fen: str, style: str = "san") -> list[dict]:
     else:
         moves = [board.san(move) for move in board.legal_moves]
         random.Random(fen).shuffle(moves)
-        user = f"FEN: {fen}\n{side} to move.\nLegal moves: {' '.join(moves)}\nAnswer with one of the legal moves."
+        user = f"{side} to move.\nLegal moves: {' '.join(moves)}"
+        if style == "san":
+            user = f"FEN: {fen}\n{user}\nAnswer with one of the legal moves."
     return [{"role": "system", "content": SYSTEM_PROMPTS[style]}, {"role": "user", "content": user}]
 
 
-def position_row(position: Position, style: str = "san") -> dict:
+def position_row(position: Position, style: str = "moves") -> dict:
     return {
         "prompt": position_prompt(position.fen, style),
         "fen": position.fen,
@@ -209,7 +224,7 @@ def rewards(config) -> Rewards:
 def stop_strings(config) -> list[str] | None:
     """SAN prompts get one move: the sample ends at the first space or newline (the move is the whole answer, and
     no token after it gets the move's advantage). UCI prompts run to the token budget, as they first did."""
-    return ONE_MOVE if config.prompt_style == "san" else None
+    return ONE_MOVE if answers_in_san(config.prompt_style) else None
 
 
 def eval_references(rows: list[dict], scores: dict[str, list], rewards: Rewards) -> dict[str, list]:
@@ -249,9 +264,10 @@ class ChessSettings:
     taking the commands in turn)"""
     engine_cache: str | None = None
     """SQLite file that keeps engine evaluations across runs (unset: in memory only)"""
-    prompt_style: str = "san"
-    """chess prompt: san (FEN, legal moves in SAN shuffled per position, one-move answers) or uci (FEN, board,
-    sorted UCI list, answers run to the token budget: the first prompt)"""
+    prompt_style: str = "moves"
+    """chess prompt: moves (the side to move and the legal moves in SAN, shuffled per position, one-move answers),
+    san (the same after the FEN, for a model that reads a board) or uci (FEN, board, sorted UCI list, answers run to
+    the token budget: the first prompt)"""
     train_reward: str = "engine"
     """chess reward the policy trains on: engine (expected score against the best move) or rank (rank of the move
     among the legal moves by engine score); the other rewards are logged"""
@@ -300,8 +316,7 @@ class ChessSettings:
             raise ConfigError("--positions selfplay needs the LoRA path (vLLM plays the games); drop --full-finetune")
         if self.selfplay_opponent != "self" and not self.selfplay_opponent.isdigit():
             raise ConfigError(f"--selfplay-opponent {self.selfplay_opponent!r}: expected self or a UCI_Elo like 1350")
-        if self.prompt_style not in ("san", "uci"):
-            raise ConfigError(f"--prompt-style {self.prompt_style!r}: choose san or uci")
+        check_prompt_style(self.prompt_style)
         if self.train_reward not in ("engine", "rank"):
             raise ConfigError(f"--train-reward {self.train_reward!r}: choose engine or rank")
         for level in elo_levels(self) if self.games else []:  # one this Stockfish cannot play stops here, not later
@@ -347,6 +362,7 @@ class ChessDomain(Domain):
     EVAL_METRICS = EVAL_METRICS
     HEADLINE = "reward/legal_move_reward"
     SUCCESS = "best_move_reward"
+    SAMPLE_COLUMNS = ("fen",)  # the position: the default prompt does not show it
     # GRPO's learning rate: after the warm start, 3e-4 and 1e-4 undid what the fine-tune taught and 3e-5 kept it; the
     # warm start on 1000 engine moves is the only stage that taught tactics (bench/learning.py); answers are one move
     defaults = {"learning_rate": 3e-5, "warm_start": 1000, "temperature": 0.8, "max_completion_length": 8, "games": 0}

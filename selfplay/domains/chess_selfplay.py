@@ -36,13 +36,13 @@ class PolicyPlayer:
     """
 
     def __init__(self, policy, tokenizer, *, max_tokens: int, temperature: float, retry_temperature: float = 1.0,
-                 style: str = "san"):
-        from selfplay.domains.chess import ONE_MOVE, position_prompt
+                 style: str = "moves"):
+        from selfplay.domains.chess import ONE_MOVE, answers_in_san, position_prompt
         from selfplay.train import encode_prompt
 
         self.policy, self.max_tokens, self.asked = policy, max_tokens, {}
         self.temperature, self.retry_temperature = temperature, retry_temperature
-        self.stop = ONE_MOVE if style == "san" else None  # as the loop's chess samples
+        self.stop = ONE_MOVE if answers_in_san(style) else None  # as the loop's chess samples
         self.encode = lambda board: encode_prompt(tokenizer, position_prompt(board.fen(), style))
 
     def __call__(self, boards: list[chess.Board]) -> list[str]:
