@@ -30,8 +30,10 @@ RESULTS = Path("bench/results/learning.json")
 CHESS_SETS = "random,bench/data/mate_in_one.epd,bench/data/winning_move.epd"
 CACHE = "--engine-cache=" + str(Path("~/.cache/selfplay/engine-evals.sqlite").expanduser())
 
-# GRPO as it first ran: from the model as it is, on random playouts, at lr 3e-4 (the defaults have moved since)
-FIRST = ["--domain", "chess", "--warm-start", "0", "--positions", "random", "--learning-rate", "3e-4"]
+# GRPO as it first ran: from the model as it is, on random playouts, at lr 3e-4, the FEN in the prompt (the defaults
+# have moved since)
+SAN = ["--prompt-style", "san"]
+FIRST = ["--domain", "chess", "--warm-start", "0", "--positions", "random", *SAN, "--learning-rate", "3e-4"]
 # name -> (what it tries, selfplay loop flags[, selfplay sft flags, ...]): each fine-tune starts from the last
 CONFIGS = {
     "chess-uci-sorted": ("the first default: FEN + board + sorted UCI list, answers to the token budget, 20 steps",
@@ -42,15 +44,15 @@ CONFIGS = {
                        [*FIRST, "--train-reward", "rank", "--steps", "20"]),
     "chess-sft1000-rank": ("fine-tune on Stockfish's best move (SAN) in 1000 playouts, then 20 GRPO steps on the rank",
                            [*FIRST, "--train-reward", "rank", "--steps", "20"],
-                           ["--targets", "engine", "--examples", "1000"]),
+                           ["--targets", "engine", "--examples", "1000", *SAN]),
     "chess-sft1000-engine-lr3e-5": ("the same fine-tune, then 20 GRPO steps on the engine reward at lr 3e-5",
                                     [*FIRST[:-1], "3e-5", "--steps", "20"],
-                                    ["--targets", "engine", "--examples", "1000"]),
+                                    ["--targets", "engine", "--examples", "1000", *SAN]),
     "chess-sft1000mix-engine-lr1e-4": ("fine-tune on Stockfish's best move in 750 playouts and 250 generated mates in "
                                        "one, then 20 GRPO steps on the engine reward at lr 1e-4",
                                        [*FIRST[:-1], "1e-4", "--steps", "20"],
                                        ["--targets", "engine", "--examples", "1000", "--positions",
-                                        "random:3,mate_in_one:1"]),
+                                        "random:3,mate_in_one:1", *SAN]),
     "chess-fen-prompt": ("the default until 2026-12-04: the FEN before the shuffled SAN list (189 tokens a prompt); "
                          "fine-tune on 1000 engine moves (750 playouts, 250 generated mates in one) inside the loop, "
                          "then 20 GRPO steps on the engine reward at lr 3e-5",
