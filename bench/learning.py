@@ -165,6 +165,10 @@ def paired_table(results: list[dict], first: str, second: str) -> str:
     runs = {(r["config"], r["seed"]): r["run"] for r in results if not r.get("returncode")}
     for seed in sorted(seed for config, seed in runs if config == first and (second, seed) in runs):
         names = runs[first, seed], runs[second, seed]
+        missing = [name for name in names if not (Path("runs") / name / "eval.json").exists()]
+        if missing:  # the run dir stayed on the machine that ran it
+            lines.append(f"| {seed} | not paired: no run dir {', '.join(missing)} here |||||")
+            continue
         rows = [held_out_of(name) for name in names]
         if [row["fen"] for row in rows[0]] != [row["fen"] for row in rows[1]]:
             raise SystemExit(f"{names[0]} and {names[1]} were scored on different positions: not paired")
