@@ -300,7 +300,7 @@ def _score(config, console, domain, rows, rewards, policies, model_path, lora_ra
             if "pass_at_k" in result:
                 print_pass_at_k(console, policy.name, domain.SUCCESS, result["pass_at_k"])
         details = domain.eval_details(rows, main.get("answers") or [[c] for c in main["completions"]], rewards)
-        write_results(out / "results.jsonl", rows, main, details)
+        write_results(out / "results.jsonl", rows, main, details, domain.SAMPLE_COLUMNS)
         if domain.plays_after_training(config) and not config.checkpoints:
             serve(vllm_policy, policies[0])
             summary |= domain.after_training(config, vllm_policy, tokenizer, out, console)
@@ -347,15 +347,16 @@ def print_pass_at_k(console, name: str, metric: str, table: dict) -> None:
 
 # --- output --------------------------------------------------------------------------------------------------------
 
-def write_results(path: Path, rows: list[dict], result: dict, details: list[dict]) -> None:
-    """One line per row: its set, id, prompt (cut), answers, per-answer scores and the domain's details."""
+def write_results(path: Path, rows: list[dict], result: dict, details: list[dict], columns: tuple = ()) -> None:
+    """One line per row: its set, id, prompt (cut), the row's `columns` (the domain's SAMPLE_COLUMNS: chess's fen),
+    answers, per-answer scores and the domain's details."""
     answers = result.get("answers") or [[c] for c in result["completions"]]
     sample_scores = result.get("sample_scores") or {m: [[v] for v in values] for m, values in result["scores"].items()}
     lines = []
     for i, row in enumerate(rows):
         prompt = row["prompt"][-1]["content"] if isinstance(row["prompt"], list) else row["prompt"]
         lines.append({"set": row.get("set") or "all", "id": row.get("id", i), "prompt": prompt[:CUT],
-                      "answers": answers[i], "scores": {m: values[i] for m, values in sample_scores.items()},
+                      **{column: row[column] for column in columns if column in row}, "answers": answers[i], "scores": {m: values[i] for m, values in sample_scores.items()},
                       **details[i]})
     append_jsonl(path, lines)
 

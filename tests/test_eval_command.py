@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chess
 import pytest
 
 from selfplay.eval_command import EvalConfig, pass_at_k, pass_at_k_table, write_results
@@ -166,7 +167,9 @@ def test_against_the_same_adapter_is_exactly_no_change(tiny_model, tiny_adapter,
     for metric, (difference, low, high) in result["change"]["few"].items():
         assert difference == 0.0 and low <= 0.0 <= high, metric
     assert "no change (within noise)" in done.stdout
-    assert len((tmp_path / "same" / "results.jsonl").read_text().splitlines()) == 4
+    lines = [json.loads(line) for line in (tmp_path / "same" / "results.jsonl").read_text().splitlines()]
+    positions = [line.split(" id ")[0] for line in epd.read_text().splitlines()]
+    assert [chess.Board(line["fen"]).board_fen() for line in lines] == [chess.Board(p).board_fen() for p in positions]
 
 
 @pytest.mark.slow
