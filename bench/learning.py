@@ -5,6 +5,7 @@
     python bench/learning.py --table                     # the README's tables from bench/results/learning.json
     python bench/learning.py --rescore                   # rebuild the results from their run dirs
     python bench/learning.py --paired chess-fen-prompt chess-default   # the second minus the first, per position
+    python bench/learning.py --paired EVAL_A EVAL_B      # the same for two `selfplay eval --out` dirs under runs/
 
 Each configuration is `selfplay loop` with its flags, after `selfplay sft` with its own flags where it has them (the
 loop then starts from the fine-tuned model, and its "before" is the fine-tuned model's); several fine-tunes run in
@@ -185,6 +186,27 @@ def paired_table(results: list[dict], first: str, second: str) -> str:
     return "\n".join(lines)
 
 
+def paired_eval_table(first: str, second: str) -> str:
+    """Markdown: the same, for two `selfplay eval` outputs under runs/ (each its own prompt style, say), row by row
+    from their results.jsonl (the rows must be the same sets and ids, in the same order)."""
+    from selfplay.stats import paired_difference
+
+    runs = [[json.loads(line) for line in (Path("runs") / name / "results.jsonl").read_text().splitlines()]
+            for name in (first, second)]
+    if [(r["set"], r["id"], r.get("fen")) for r in runs[0]] != [(r["set"], r["id"], r.get("fen")) for r in runs[1]]:
+        raise SystemExit(f"{first} and {second} scored different rows: not paired")
+    lines = [f"| set | metric | {first} | {second} | difference |", "|---|---|---|---|---|"]
+    for set_name in dict.fromkeys(r["set"] for r in runs[0]):
+        for metric, label in PAIRED_METRICS.items():
+            a, b = ([r["scores"][metric][0] for r in run if r["set"] == set_name] for run in runs)
+            if None in a or None in b:
+                continue
+            mean, low, high = paired_difference(a, b)
+            lines.append(f"| {set_name} ({len(a)}) | {label} | {sum(a) / len(a):.3f} | {sum(b) / len(b):.3f} | "
+                         f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] |")
+    return "\n".join(lines)
+
+
 def sft_seconds(warm: str) -> float:
     result = json.loads((Path("runs") / warm / "sft.json").read_text())
     return result["targets_seconds"] + result["train_seconds"]
@@ -294,7 +316,8 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the configurations")
     parser.add_argument("--table", action="store_true", help="print the results as markdown tables")
     parser.add_argument("--paired", nargs=2, metavar=("FIRST", "SECOND"),
-                        help="SECOND's held-out figures minus FIRST's, per seed, paired over the same positions")
+                        help="SECOND's held-out figures minus FIRST's, per seed, paired over the same positions: "
+                             "two configurations, or two `selfplay eval --out` dirs under runs/")
     parser.add_argument("--rescore", action="store_true",
                         help="rebuild the results whose run dir is here from its eval.json, keeping the wall time")
     args = parser.parse_args()
@@ -306,7 +329,10 @@ def main() -> None:
             print(f"{'':24} selfplay loop {' '.join(flags)}")
         return
     if args.paired:
-        print(paired_table(json.loads(RESULTS.read_text()), *args.paired))
+        if all((Path("runs") / name / "results.jsonl").exists() for name in args.paired):
+            print(paired_eval_table(*args.paired))
+        else:
+            print(paired_table(json.loads(RESULTS.read_text()), *args.paired))
         return
     unknown = [name for name in args.configs if name not in CONFIGS]
     if unknown:
