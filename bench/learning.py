@@ -160,8 +160,6 @@ PAIRED_METRICS = {"skill": "skill", "solve_reward": "solved", "best_move_reward"
 def paired_table(results: list[dict], first: str, second: str) -> str:
     """Markdown: each chess held-out figure after training of `second` minus `first`, for every seed both ran,
     paired over the same positions (the sets are the same in both runs: checked position by position)."""
-    from selfplay.stats import paired_difference
-
     lines = [f"| seed | set | metric | {first} | {second} | difference |", "|---|---|---|---|---|---|"]
     runs = {(r["config"], r["seed"]): r["run"] for r in results if not r.get("returncode")}
     for seed in sorted(seed for config, seed in runs if config == first and (second, seed) in runs):
@@ -176,35 +174,39 @@ def paired_table(results: list[dict], first: str, second: str) -> str:
         scores = [json.loads((Path("runs") / name / "eval.json").read_text())["after"]["scores"] for name in names]
         for set_name in dict.fromkeys(row["set"] for row in rows[0]):
             at = [i for i, row in enumerate(rows[0]) if row["set"] == set_name]
-            for metric, label in PAIRED_METRICS.items():
-                a, b = ([run[metric][i] for i in at] for run in scores)
-                if None in a or None in b:
-                    continue
-                mean, low, high = paired_difference(a, b)
-                lines.append(f"| {seed} | {set_name} | {label} | {sum(a) / len(a):.3f} | {sum(b) / len(b):.3f} | "
-                             f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] |")
+            lines += paired_lines(f"{seed} | {set_name}", *({m: [run[m][i] for i in at] for m in PAIRED_METRICS}
+                                                             for run in scores))
     return "\n".join(lines)
 
 
 def paired_eval_table(first: str, second: str) -> str:
     """Markdown: the same, for two `selfplay eval` outputs under runs/ (each its own prompt style, say), row by row
     from their results.jsonl (the rows must be the same sets and ids, in the same order)."""
-    from selfplay.stats import paired_difference
-
     runs = [[json.loads(line) for line in (Path("runs") / name / "results.jsonl").read_text().splitlines()]
             for name in (first, second)]
     if [(r["set"], r["id"], r.get("fen")) for r in runs[0]] != [(r["set"], r["id"], r.get("fen")) for r in runs[1]]:
         raise SystemExit(f"{first} and {second} scored different rows: not paired")
     lines = [f"| set | metric | {first} | {second} | difference |", "|---|---|---|---|---|"]
     for set_name in dict.fromkeys(r["set"] for r in runs[0]):
-        for metric, label in PAIRED_METRICS.items():
-            a, b = ([r["scores"][metric][0] for r in run if r["set"] == set_name] for run in runs)
-            if None in a or None in b:
-                continue
-            mean, low, high = paired_difference(a, b)
-            lines.append(f"| {set_name} ({len(a)}) | {label} | {sum(a) / len(a):.3f} | {sum(b) / len(b):.3f} | "
-                         f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] |")
+        size = sum(r["set"] == set_name for r in runs[0])
+        lines += paired_lines(f"{set_name} ({size})", *({m: [r["scores"][m][0] for r in run if r["set"] == set_name]
+                                                        for m in PAIRED_METRICS} for run in runs))
     return "\n".join(lines)
+
+
+def paired_lines(label: str, first: dict, second: dict) -> list[str]:
+    """Table lines of one held-out set: per metric (`first`, `second`: metric -> the set's scores, position by
+    position), both means and second - first with its paired bootstrap interval."""
+    from selfplay.stats import paired_difference
+
+    lines = []
+    for metric, name in PAIRED_METRICS.items():
+        a, b = first[metric], second[metric]
+        if None not in a and None not in b:
+            mean, low, high = paired_difference(a, b)
+            lines.append(f"| {label} | {name} | {sum(a) / len(a):.3f} | {sum(b) / len(b):.3f} | "
+                         f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] |")
+    return lines
 
 
 def sft_seconds(warm: str) -> float:
@@ -331,8 +333,11 @@ def main() -> None:
     if args.paired:
         if all((Path("runs") / name / "results.jsonl").exists() for name in args.paired):
             print(paired_eval_table(*args.paired))
-        else:
+        elif all(name in CONFIGS for name in args.paired):
             print(paired_table(json.loads(RESULTS.read_text()), *args.paired))
+        else:
+            parser.error(f"--paired {' '.join(args.paired)}: expected two configurations (see --list) or two "
+                         "`selfplay eval --out` directories under runs/")
         return
     unknown = [name for name in args.configs if name not in CONFIGS]
     if unknown:

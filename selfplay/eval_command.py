@@ -356,7 +356,8 @@ def write_results(path: Path, rows: list[dict], result: dict, details: list[dict
     for i, row in enumerate(rows):
         prompt = row["prompt"][-1]["content"] if isinstance(row["prompt"], list) else row["prompt"]
         lines.append({"set": row.get("set") or "all", "id": row.get("id", i), "prompt": prompt[:CUT],
-                      **{column: row[column] for column in columns if column in row}, "answers": answers[i], "scores": {m: values[i] for m, values in sample_scores.items()},
+                      **{column: row[column] for column in columns if column in row}, "answers": answers[i],
+                      "scores": {m: values[i] for m, values in sample_scores.items()},
                       **details[i]})
     append_jsonl(path, lines)
 
