@@ -4,7 +4,7 @@
     metrics.jsonl   one line per iteration: reward mean/std, per-reward means, zero-spread groups, loss, KL,
                     generation tokens/s, reward evals/s, step seconds and their parts (selfplay.step_time), policy
                     version (+ TRL's raw log under "trl")
-    samples.jsonl   every prompt, completion, reward(s), advantage and the policy version that sampled it
+    samples.jsonl   every prompt, completion, reward(s), advantage, the policy version that sampled it, SAMPLE_COLUMNS
     eval.json       the held-out evaluation before and after training
     eval.jsonl      every evaluation as it happens: before, every `eval_every` iterations, after
     status.json     running, finished, crashed (with the error) or interrupted; the pid, start and end times
