@@ -93,7 +93,7 @@ def position_prompt(fen: str, style: str = "moves") -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPTS[style]}, {"role": "user", "content": user}]
 
 
-def position_row(position: Position, style: str = "moves") -> dict:
+def position_row(position: Position, style: str) -> dict:
     return {
         "prompt": position_prompt(position.fen, style),
         "fen": position.fen,

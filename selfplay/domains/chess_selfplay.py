@@ -36,7 +36,7 @@ class PolicyPlayer:
     """
 
     def __init__(self, policy, tokenizer, *, max_tokens: int, temperature: float, retry_temperature: float = 1.0,
-                 style: str = "moves"):
+                 style: str):
         from selfplay.domains.chess import ONE_MOVE, answers_in_san, position_prompt
         from selfplay.train import encode_prompt
 
