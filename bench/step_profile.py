@@ -1,7 +1,7 @@
 """Where the default chess step's seconds go, next to what this machine could do at best.
 
     python bench/step_profile.py [--steps 3] [--model runs/<sft run>/model] [--grpo bf16=false ...] [--atomic-adds]
-                                 [--prefix-cache] [--micro-batch-size 8]
+                                 [--prefix-cache] [--micro-batch-size N]
 
 Runs the default chess iteration (4 prompts x 8 samples, <= 8 new tokens, LoRA r=16, vLLM + TRL, real Stockfish;
 the built-in SmolLM2-135M-Instruct unless `--model`: the default loop trains its engine fine-tune) for one warm-up
@@ -77,7 +77,7 @@ def step_flops(shapes: Shapes, prompts: list[int], answers: list[list[int]]) -> 
 
 
 def measure(model: str, steps: int, grpo: list[str], atomic_adds: bool = False, prefix_cache: bool = False,
-            micro_batch_size: int = 8) -> dict:
+            micro_batch_size: int | None = None) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoConfig, AutoTokenizer, TrainerCallback
@@ -137,7 +137,7 @@ def measure(model: str, steps: int, grpo: list[str], atomic_adds: bool = False, 
         "grpo": grpo,
         "gradient_adds": "parallel atomic" if atomic_adds else "fixed order",
         "shared_prompts": "key/value cache" if prefix_cache else "packed",
-        "micro_batch_size": micro_batch_size,
+        "micro_batch_size": config.micro_batch_size,
         "wall_seconds": wall,
         "seconds": seconds,
         "flops": flops,
@@ -162,10 +162,10 @@ def main() -> None:
     parser.add_argument("--grpo", action="append", default=[], help="TRL GRPOConfig KEY=VALUE, as the loop's --grpo")
     parser.add_argument("--atomic-adds", action="store_true", help="the backward's index adds as parallel atomics")
     parser.add_argument("--prefix-cache", action="store_true", help="groups through a repeated prompt cache")
-    parser.add_argument("--micro-batch-size", type=int, default=8, help="rows a forward pass (the loop's default 8)")
+    parser.add_argument("--micro-batch-size", type=int, help="rows a forward pass (default: the loop's, 16)")
     parser.add_argument("--out", default="bench/results/step_profile.json")
     args = parser.parse_args()
-    if args.micro_batch_size < 1 or 32 % args.micro_batch_size:
+    if args.micro_batch_size is not None and (args.micro_batch_size < 1 or 32 % args.micro_batch_size):
         parser.error(f"--micro-batch-size {args.micro_batch_size}: it must divide the step's 32 rows (4 x 8)")
     with ThirdPartyOutput() as output:  # vLLM's, TRL's and transformers' own output: a log file, as the CLI's
         output.console.print(f"step_profile: {args.steps} timed iterations after a warm-up (a few minutes)")

@@ -12,6 +12,7 @@ unchanged (type-checked against TRL's own field types), so every TRL knob reache
 import argparse
 import dataclasses
 import json
+import math
 import time
 import types
 import typing
@@ -67,9 +68,10 @@ class LoopConfig(ReadsDomainSettings):
     """distinct prompts per iteration; each gets num_generations samples"""
     num_generations: int = 8
     """GRPO group size (TRL num_generations)"""
-    micro_batch_size: int = 8
+    micro_batch_size: int | None = None
     """sequences per forward/backward pass; an iteration's prompts_per_step x num_generations must divide by it.
-    A multiple of num_generations lets a group's samples share one pass over their prompt (selfplay.shared_prefix)"""
+    A multiple of num_generations lets a group's samples share one pass over their prompt (selfplay.shared_prefix).
+    Unset: the domain's (16 for chess, 8 for code), or its greatest common divisor with an iteration's sequences"""
     max_completion_length: int | None = None
     """max new tokens per completion (TRL max_completion_length); unset: the domain's, 8 for chess, 256 for code"""
     temperature: float | None = None
@@ -140,11 +142,15 @@ class LoopConfig(ReadsDomainSettings):
         if self.preset is not None and self.preset not in domain.presets:
             known = ", ".join(domain.presets) or "none"
             raise ConfigError(f"--preset {self.preset!r}: the {domain.name} domain's presets are {known}")
+        micro_batch_given = self.micro_batch_size is not None
         for values in (domain.presets.get(self.preset, {}), domain.defaults, LOOP_DEFAULTS):
             for name, value in values.items():
                 holder = self if name in LOOP_FIELDS else self.settings
                 if getattr(holder, name) is None:
                     setattr(holder, name, value)
+        if not micro_batch_given and self.num_processes > 0:  # a default that always divides the iteration
+            rows = self.prompts_per_step * self.num_generations // self.num_processes
+            self.micro_batch_size = math.gcd(self.micro_batch_size, rows) or self.micro_batch_size
 
     def validate(self) -> None:
         for name in (
@@ -213,7 +219,8 @@ class LoopConfig(ReadsDomainSettings):
 
 
 LOOP_FIELDS = {f.name for f in dataclasses.fields(LoopConfig)}
-LOOP_DEFAULTS = {"steps": 20, "max_completion_length": 256, "learning_rate": 3e-4, "warm_start": 0, "temperature": 0.8}
+LOOP_DEFAULTS = {"steps": 20, "micro_batch_size": 8, "max_completion_length": 256, "learning_rate": 3e-4,
+                 "warm_start": 0, "temperature": 0.8}
 
 
 def torch_cuda() -> bool:

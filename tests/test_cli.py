@@ -74,6 +74,22 @@ def test_a_preset_replaces_the_defaults_and_the_flags_given_win():
     assert (mine.warm_start, mine.steps, mine.games) == (0, 5, 20)
 
 
+@pytest.mark.parametrize("settings, micro_batch", [
+    ({}, 16),  # chess: two groups of 8 a pass
+    ({"domain": "code"}, 8),
+    ({"prompts_per_step": 1}, 8),  # the default shrinks to what divides an iteration's sequences
+    ({"prompts_per_step": 3, "num_generations": 4}, 4),
+    ({"num_processes": 2}, 16),  # per process: 32 / 2
+    ({"micro_batch_size": 2}, 2),  # a size given is kept
+])
+def test_the_default_micro_batch_is_the_domains_and_divides_an_iteration(settings, micro_batch):
+    from selfplay.config import make_config
+
+    config = make_config(**settings)
+    assert config.micro_batch_size == micro_batch
+    assert (config.prompts_per_step * config.num_generations // config.num_processes) % micro_batch == 0
+
+
 def test_grpo_passthrough_is_typed_by_trl():
     from selfplay.config import grpo_overrides
 
