@@ -136,6 +136,7 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
             shutil.rmtree(run_dir / "warm", ignore_errors=True)  # a fine-tune cut short starts over
             model_path = domain.warm_start(config, model_path, run_dir, rewards, console, policy=policy,
                                            tokenizer=tokenizer, rows=rows)
+            release_memory()  # the fine-tune's trainer: before vLLM and the GRPO trainer start beside what it left
             policy.close()
             policy = start_policy(config, model_path, lora, run_dir)
             if eval_rows:
