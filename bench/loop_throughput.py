@@ -7,8 +7,8 @@ completion length, reward functions (real Stockfish) and number of optimizer ste
 after the other in this run:
 
 - ours: `selfplay.train.build_trainer` with the vLLM policy: generation by vLLM (float32, prefix caching), LoRA
-  r=16 through PEFT in micro-batches of one group (8), each group's prompt encoded once for its samples
-  (`selfplay.shared_prefix`), the adapter hot-loaded into vLLM after every step;
+  r=16 through PEFT in micro-batches of two groups (16, chess's default), each group's prompt encoded once for its
+  samples (`selfplay.shared_prefix`), the adapter hot-loaded into vLLM after every step;
 - TRL default: `GRPOTrainer` with TRL's defaults (its own HF `generate`, full fine-tune, gradient checkpointing,
   bfloat16 autocast); only batch shape, steps, sampling temperature and completion length are set to match.
 
