@@ -150,7 +150,7 @@ class LoopConfig(ReadsDomainSettings):
                     setattr(holder, name, value)
         if not micro_batch_given and self.num_processes > 0:  # a default that always divides the iteration
             rows = self.prompts_per_step * self.num_generations // self.num_processes
-            self.micro_batch_size = math.gcd(self.micro_batch_size, rows) or self.micro_batch_size
+            self.micro_batch_size = math.gcd(self.micro_batch_size, rows)
 
     def validate(self) -> None:
         for name in (
