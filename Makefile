@@ -19,8 +19,11 @@ SANDBOX_IMAGE ?= selfplay-sandbox:bookworm
 setup: $(VENV)/.setup-$(VLLM_EXTRA)
 
 $(VENV)/.setup-$(VLLM_EXTRA): pyproject.toml
-	@if ! { command -v stockfish || test -x /usr/games/stockfish; } >/dev/null || ! command -v bwrap >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stockfish bubblewrap; fi
+	@# libtcmalloc-minimal4: the allocator the loop's processes run with (selfplay/allocator.py)
+	@if ! { command -v stockfish || test -x /usr/games/stockfish; } >/dev/null || ! command -v bwrap >/dev/null \
+		|| ! /sbin/ldconfig -p | grep -q libtcmalloc_minimal.so.4; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stockfish bubblewrap \
+		libtcmalloc-minimal4; fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[$(VLLM_EXTRA),trackers]'

@@ -16,6 +16,9 @@ TRL's update runs under its default bfloat16 autocast (`bf16=True`) on every CPU
 torch emulates it (on a 2-core EPYC with AVX2 only, TRL's 3 steps had not finished in 25 min); ours in the
 precision `selfplay.precision` times as faster.
 
+Ours runs under tcmalloc, as `selfplay loop` does (selfplay.allocator); TRL under its default, glibc's malloc
+(`--trl-tcmalloc`: TRL under tcmalloc too, to see how much of the ratio is the allocator).
+
 Throughput counts the training loop (`trainer.train()`); the one-time start (model load, vLLM start) is reported
 separately. Results go to bench/results/loop_throughput.json (or --out). Where vLLM is not installed (the GPU
 machines of bench/gpu_check.sh), ours generates with HF too, and the JSON says so (`generation`).
@@ -29,6 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from selfplay import allocator
 
 
 def measure(variant: str, steps: int, prompts: int, group: int) -> dict:
@@ -94,6 +99,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--trl-tcmalloc", action="store_true", help="TRL's side under tcmalloc too")
     parser.add_argument("--out", default="bench/results/loop_throughput.json")
     parser.add_argument("--variant", choices=["ours", "trl"], help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
@@ -104,11 +110,12 @@ def main() -> None:
     for variant in ("ours", "trl"):
         cmd = [sys.executable, __file__, "--variant", variant, "--steps", str(args.steps),
                "--prompts", str(args.prompts), "--group", str(args.group)]
-        output = subprocess.run(cmd, capture_output=True, text=True)
+        env = allocator.environment() if variant == "ours" or args.trl_tcmalloc else None
+        output = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
         if output.returncode != 0 or not lines:
             sys.exit(f"{variant} failed:\n{output.stderr[-3000:]}")
-        results[variant] = json.loads(lines[-1][len("RESULT "):])
+        results[variant] = {**json.loads(lines[-1][len("RESULT "):]), "allocator": "tcmalloc" if env else "glibc"}
         print(variant, results[variant], flush=True)
     results["ratio"] = results["ours"]["completions_per_minute"] / results["trl"]["completions_per_minute"]
     results["ratio_with_startup"] = (

@@ -22,7 +22,8 @@ the fixed order, which exact resumes need, costs. `--prefix-cache` scores the up
 key/value cache of their prompt (selfplay.shared_prefix.cached_logps, the chess update's way before 2026-12-03, code's
 way) instead of packed into one sequence a group.
 
-Results go to bench/results/step_profile.json (or --out); vLLM's, TRL's and transformers' own output to a log file
+It runs under tcmalloc where the machine has it, as `selfplay loop` does (selfplay.allocator; SELFPLAY_MALLOC=glibc
+for glibc's malloc). Results go to bench/results/step_profile.json (or --out); vLLM's, TRL's and transformers' own output to a log file
 in the temp dir, as the CLI's does.
 """
 
@@ -153,6 +154,7 @@ def measure(model: str, steps: int, grpo: list[str], atomic_adds: bool = False, 
 
 
 def main() -> None:
+    from selfplay import allocator
     from selfplay.model import fetch_default_model
     from selfplay.terminal import ThirdPartyOutput, cpu_name
 
@@ -165,11 +167,12 @@ def main() -> None:
     parser.add_argument("--micro-batch-size", type=int, help="rows a forward pass (default: the loop's, 16)")
     parser.add_argument("--out", default="bench/results/step_profile.json")
     args = parser.parse_args()
+    allocator.reexec_with_tcmalloc()  # as `selfplay loop` runs (SELFPLAY_MALLOC=glibc: glibc's malloc)
     if args.micro_batch_size is not None and (args.micro_batch_size < 1 or 32 % args.micro_batch_size):
         parser.error(f"--micro-batch-size {args.micro_batch_size}: it must divide the step's 32 rows (4 x 8)")
     with ThirdPartyOutput() as output:  # vLLM's, TRL's and transformers' own output: a log file, as the CLI's
         output.console.print(f"step_profile: {args.steps} timed iterations after a warm-up (a few minutes)")
-        result = {"cpu": cpu_name(),
+        result = {"cpu": cpu_name(), "allocator": "tcmalloc" if allocator.in_use() else "glibc",
                   **measure(args.model or str(fetch_default_model()), args.steps, args.grpo, args.atomic_adds,
                             args.prefix_cache, args.micro_batch_size)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

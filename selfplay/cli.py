@@ -17,6 +17,7 @@ import logging
 import sys
 import traceback
 
+from selfplay.allocator import reexec_with_tcmalloc
 from selfplay.config import ConfigError, add_config_arguments, config_from_args
 from selfplay.domains import DomainError, get_domain
 from selfplay.domains.chess_positions import PositionFileError
@@ -92,7 +93,7 @@ def requested_domain(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    command_line, argv = argv is None, sys.argv[1:] if argv is None else argv
     try:
         parser = build_parser(requested_domain(argv))
     except DomainError as error:
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in ("model", "runs", "rewards", "domains"):
         return run_command(args, None)
+    if command_line:  # the commands that train or generate: with tcmalloc (selfplay.allocator)
+        reexec_with_tcmalloc()
     if args.command == "loop":
         from selfplay.interrupts import run_shielded, should_shield, stop_on_sigterm
 

@@ -11,7 +11,6 @@
 """
 
 import contextlib
-import ctypes
 import gc
 import json
 import logging
@@ -22,7 +21,7 @@ import time
 from rich.console import Console
 from transformers import TrainerCallback
 
-from selfplay import step_time
+from selfplay import allocator, step_time
 from selfplay.config import ConfigError, LoopConfig
 from selfplay.dashboard import Dashboard
 from selfplay.terminal import cpu_name, output_console
@@ -184,11 +183,10 @@ def _run(config: LoopConfig, console: Console, domain, model_path: str, eval_row
 
 
 def release_memory() -> None:
-    """Free what a finished trainer held: its reference cycles now, and the pages glibc keeps after a free (they stay
-    in the process's resident set otherwise)."""
+    """Free what a finished trainer held: its reference cycles now, and the pages the allocator keeps after a free
+    (they stay in the process's resident set otherwise)."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    allocator.release_free_memory()
 
 
 def start_policy(config: LoopConfig, model_path: str, lora: bool, run_dir):

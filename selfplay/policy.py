@@ -27,6 +27,11 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank va
 # blocks, so each of a group's samples recomputes its prompt's last partial block: 1.5x faster prefill of a chess
 # batch (4 prompts of ~190 tokens x 8 samples) than with 128
 CPU_BLOCK_SIZE = 32
+# The environment of vLLM's engine processes on CPU. vLLM CPU keeps a core free by default and serves on the rest: one
+# core of two here; the loop generates and trains in turn, so generation gets every core (1.56x the tokens/s on 2
+# cores). Dynamo off: with enforce_eager the only compiled function left is the sampler's logprob-rank count
+# (`batched_count_greater_than`), whose compile took ~1.7 s of every engine's first generation, for a sum over ~32 rows
+CPU_ENGINE_ENV = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "TORCHDYNAMO_DISABLE": "1"}
 
 
 def cpu_kv_cache_bytes(answer_tokens: int) -> int:
@@ -80,9 +85,7 @@ class VLLMPolicy:
             disable_log_stats=False,  # per-request timings: the prefill part of a batch's generation
         )
         if not self.on_cuda:
-            # vLLM CPU keeps a core free by default and serves on the rest: one core of two here. The loop generates
-            # and trains in turn, so generation gets every core (1.56x the tokens/s on 2 cores)
-            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+            os.environ.update({**CPU_ENGINE_ENV, **os.environ})
             self.engine_args["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(answer_tokens)
             # vLLM 0.32's CPU path crashes ("CPU Generator does not use offset") when a seeded request's prefill is
             # split over steps (e.g. 40 seeded code prompts x 5 samples): whole prefills only

@@ -322,4 +322,19 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
         callbacks=[step_time.StepClock(stats), *syncs, *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the run dir and the display have them
+    if peft_config is not None and args.bf16:
+        frozen_linears_in_bfloat16(trainer.model)
     return trainer
+
+
+def frozen_linears_in_bfloat16(model) -> None:
+    """Store the frozen base weights of a LoRA model's adapted linear layers in bfloat16, for an update under bfloat16
+    autocast. Autocast casts them at every forward anyway and keeps the copies for the backward: the results are
+    the same to the bit, and the trainer holds half the bytes for them and no copies. The embedding (tied to the LM
+    head) and the norms stay float32: autocast keeps those in float32."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    for module in model.modules():
+        if isinstance(module, LoraLayer) and isinstance(module.base_layer, torch.nn.Linear):
+            module.base_layer.weight.data = module.base_layer.weight.data.to(torch.bfloat16)

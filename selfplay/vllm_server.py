@@ -31,7 +31,8 @@ from pathlib import Path
 import requests
 
 from selfplay.interrupts import die_with_parent
-from selfplay.policy import CPU_BLOCK_SIZE, VLLM_LORA_RANKS, Completion, PolicyError, cpu_kv_cache_bytes
+from selfplay.policy import (CPU_BLOCK_SIZE, CPU_ENGINE_ENV, VLLM_LORA_RANKS, Completion, PolicyError,
+                             cpu_kv_cache_bytes)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class VLLMServer:
         import torch
 
         self.model, self.log_path, self.start_timeout = model, Path(log_path), start_timeout
-        on_cuda = torch.cuda.is_available()
+        self.on_cuda = on_cuda = torch.cuda.is_available()
         self.args = [
             "--model", model, "--seed", str(seed), "--max-model-len", str(max_model_len),
             "--logprobs-mode", "processed_logprobs", "--enable-prefix-caching",
@@ -69,8 +70,7 @@ class VLLMServer:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
-        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        env = {**({} if self.on_cuda else CPU_ENGINE_ENV), **os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.process = self._spawn([sys.executable, "-m", "vllm.entrypoints.openai.api_server", *self.args,
                                     "--host", "127.0.0.1", "--port", str(port)], env)

@@ -104,3 +104,50 @@ def test_backward_passes_of_one_batch_are_bit_identical(trainer, monkeypatch, wa
     for other in passes[1:]:
         for name, grad in passes[0].items():
             assert torch.equal(other[name], grad), name
+
+
+def test_frozen_weights_stored_in_bfloat16_give_autocasts_results_to_the_bit(tiny_model, dense_chess_domain,
+                                                                            tmp_path):
+    """Under bfloat16 autocast build_trainer stores the LoRA layers' frozen base weights in bfloat16
+    (selfplay.train.frozen_linears_in_bfloat16): the logprobs and the adapter's gradients equal, bit for bit, those
+    of the same model with its float32 weights cast by autocast at each op; the embedding and norms stay float32."""
+    import copy
+
+    from datasets import Dataset
+    from peft.tuners.lora import LoraLayer
+    from safetensors.torch import load_file
+
+    from selfplay.train import build_trainer
+
+    config = make_config(model=tiny_model, steps=1, prompts_per_step=2, num_generations=4, micro_batch_size=8,
+                         train_positions=2, grpo=["bf16=true"])
+    rewards = dense_chess_domain.rewards(config)
+    rewards.close()
+    dataset = Dataset.from_list(dense_chess_domain.train_rows(config, []))
+    stored = build_trainer(config, tiny_model, dataset, rewards.funcs, rewards.weights, None, tmp_path, {}, [])
+    with torch.no_grad():
+        for name, p in stored.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    cast = copy.deepcopy(stored.model)
+    original = load_file(f"{tiny_model}/model.safetensors")
+    layers = {name: m for name, m in cast.named_modules() if isinstance(m, LoraLayer)}
+    assert layers
+    for name, layer in layers.items():
+        layer.base_layer.weight.data = original[name.removeprefix("base_model.model.") + ".weight"].clone()
+    dtypes = {n: p.dtype for n, p in stored.model.named_parameters()}
+    assert {dtypes[n] for n in dtypes if "base_layer" in n} == {torch.bfloat16}
+    assert {dtypes[n] for n in dtypes if "base_layer" not in n} == {torch.float32}  # LoRA, embedding, norms
+    assert sum(p.nbytes for p in stored.model.parameters()) < sum(p.nbytes for p in cast.parameters())
+
+    results = []
+    for model in (stored.model, cast):
+        compute = lambda _model, *a, **k: stored._get_per_token_logps_and_entropies(model, *a, **k)  # noqa: E731
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results.append(logps_and_grads(type("T", (), {"model": model, "accelerator": stored.accelerator}),
+                                           compute, 24))
+    (logps, entropies, grads), (cast_logps, cast_entropies, cast_grads) = results
+    assert torch.equal(logps, cast_logps) and torch.equal(entropies, cast_entropies)
+    assert grads.keys() == cast_grads.keys() and grads
+    for name, grad in grads.items():
+        assert torch.equal(grad, cast_grads[name]), name
