@@ -331,10 +331,14 @@ def frozen_linears_in_bfloat16(model) -> None:
     """Store the frozen base weights of a LoRA model's adapted linear layers in bfloat16, for an update under bfloat16
     autocast. Autocast casts them at every forward anyway and keeps the copies for the backward: the results are
     the same to the bit, and the trainer holds half the bytes for them and no copies. The embedding (tied to the LM
-    head) and the norms stay float32: autocast keeps those in float32."""
+    head) and the norms stay float32 (autocast keeps those in float32), copied out of the checkpoint file that
+    transformers maps, so that the mapping goes: its float32 pages stay resident once a forward has read them."""
     import torch
     from peft.tuners.lora import LoraLayer
 
     for module in model.modules():
         if isinstance(module, LoraLayer) and isinstance(module.base_layer, torch.nn.Linear):
             module.base_layer.weight.data = module.base_layer.weight.data.to(torch.bfloat16)
+    for param in model.parameters():
+        if not param.requires_grad and param.dtype == torch.float32:
+            param.data = param.data.clone()

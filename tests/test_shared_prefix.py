@@ -110,7 +110,8 @@ def test_frozen_weights_stored_in_bfloat16_give_autocasts_results_to_the_bit(tin
                                                                             tmp_path):
     """Under bfloat16 autocast build_trainer stores the LoRA layers' frozen base weights in bfloat16
     (selfplay.train.frozen_linears_in_bfloat16): the logprobs and the adapter's gradients equal, bit for bit, those
-    of the same model with its float32 weights cast by autocast at each op; the embedding and norms stay float32."""
+    of the same model with its float32 weights cast by autocast at each op; the embedding and norms stay float32,
+    out of the checkpoint file's mapping."""
     import copy
 
     from datasets import Dataset
@@ -139,6 +140,11 @@ def test_frozen_weights_stored_in_bfloat16_give_autocasts_results_to_the_bit(tin
     assert {dtypes[n] for n in dtypes if "base_layer" in n} == {torch.bfloat16}
     assert {dtypes[n] for n in dtypes if "base_layer" not in n} == {torch.float32}  # LoRA, embedding, norms
     assert sum(p.nbytes for p in stored.model.parameters()) < sum(p.nbytes for p in cast.parameters())
+    mapped = [[int(a, 16) for a in line.split()[0].split("-")] for line in open("/proc/self/maps")
+              if line.rstrip().endswith("model.safetensors") and tiny_model in line]
+    in_checkpoint_file = [n for n, p in stored.model.named_parameters()
+                          if any(lo <= p.untyped_storage().data_ptr() < hi for lo, hi in mapped)]
+    assert not in_checkpoint_file  # none left in the file's mapping: its pages are not held
 
     results = []
     for model in (stored.model, cast):
