@@ -18,7 +18,7 @@ SANDBOX_IMAGE ?= selfplay-sandbox:bookworm
 
 setup: $(VENV)/.setup-$(VLLM_EXTRA)
 
-$(VENV)/.setup-$(VLLM_EXTRA): pyproject.toml
+$(VENV)/.setup-$(VLLM_EXTRA): pyproject.toml Makefile
 	@# libtcmalloc-minimal4: the allocator the loop's processes run with (selfplay/allocator.py)
 	@if ! { command -v stockfish || test -x /usr/games/stockfish; } >/dev/null || ! command -v bwrap >/dev/null \
 		|| ! /sbin/ldconfig -p | grep -q libtcmalloc_minimal.so.4; then \
