@@ -81,18 +81,17 @@ def test_an_engine_killed_mid_generation_is_restarted_once_then_a_second_death_r
 
 
 @pytest.mark.slow
-def test_the_engine_processes_run_without_dynamo_and_still_rank_logprobs(tiny_model):
+def test_the_engine_processes_run_without_dynamo_and_still_rank_logprobs(tiny_model, monkeypatch):
     """On CPU the engine runs eagerly: dynamo would compile the sampler's logprob-rank count at every engine's first
-    generation (~1.7 s on 2 cores). The logprobs it reports stay those of the sampled tokens."""
+    generation (~1.7 s on 2 cores). vLLM spawns its engine processes with this process's environment (their own
+    /proc/PID/environ is blank: vLLM sets their process titles over it). The logprobs stay the sampled tokens'."""
+    monkeypatch.delenv("TORCHDYNAMO_DISABLE", raising=False)
     policy = VLLMPolicy(tiny_model, lora_rank=None, answer_tokens=8)
     try:
-        engine = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")]
-        assert engine, "no vLLM engine process"
-        for process in engine:
-            assert process.environ().get("TORCHDYNAMO_DISABLE") == "1", process.name()
+        assert os.environ.get("TORCHDYNAMO_DISABLE") == "1"
         group = policy.generate(PROMPTS[:1], n=4, max_tokens=6, temperature=1.0, seed=3)[0]
         for completion in group:
-            assert len(completion.logprobs) == len(completion.completion_ids)
+            assert len(completion.logprobs) == len(completion.completion_ids) > 0
             assert all(lp <= 0.0 for lp in completion.logprobs)
     finally:
         policy.close()
