@@ -21,10 +21,14 @@ LIBRARY = "tcmalloc_minimal"
 
 
 def environment(env: dict[str, str] | None = None) -> dict[str, str]:
-    """`env` (default: this process's) with tcmalloc preloaded, where it applies; unchanged elsewhere."""
+    """`env` (default: this process's) with tcmalloc preloaded, where it applies; unchanged elsewhere. ValueError
+    for a SELFPLAY_MALLOC that is neither tcmalloc nor glibc."""
     env = dict(os.environ if env is None else env)
+    choice = env.get(CHOICE, "tcmalloc")
+    if choice not in ("tcmalloc", "glibc"):
+        raise ValueError(f"{CHOICE}={choice!r}: use tcmalloc (the default) or glibc")
     name = ctypes.util.find_library(LIBRARY)  # libtcmalloc_minimal.so.4, which the loader finds as it finds libc
-    if name and not env.get("LD_PRELOAD") and env.get(CHOICE, "tcmalloc") != "glibc":
+    if name and not env.get("LD_PRELOAD") and choice == "tcmalloc":
         env["LD_PRELOAD"] = name
     return env
 

@@ -104,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("model", "runs", "rewards", "domains"):
         return run_command(args, None)
     if command_line:  # the commands that train or generate: with tcmalloc (selfplay.allocator)
-        reexec_with_tcmalloc()
+        try:
+            reexec_with_tcmalloc()
+        except ValueError as error:
+            print(f"selfplay: error: {error}", file=sys.stderr)
+            return 2
     if args.command == "loop":
         from selfplay.interrupts import run_shielded, should_shield, stop_on_sigterm
 

@@ -27,6 +27,18 @@ def test_the_environment_preloads_tcmalloc_unless_told_otherwise():
     assert "LD_PRELOAD" not in allocator.environment({allocator.CHOICE: "glibc"})
 
 
+def test_an_unknown_choice_is_one_clear_error_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="SELFPLAY_MALLOC='jemalloc': use tcmalloc .* or glibc"):
+        allocator.environment({allocator.CHOICE: "jemalloc"})
+    selfplay = os.path.join(os.path.dirname(sys.executable), "selfplay")
+    out = subprocess.run([selfplay, "loop", "--steps", "1", "--run", "never-made"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, allocator.CHOICE: "jemalloc"})
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["selfplay: error: SELFPLAY_MALLOC='jemalloc': use tcmalloc (the "
+                                               "default) or glibc"]
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+
+
 def test_without_the_library_nothing_changes(monkeypatch):
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     assert allocator.environment({"PATH": "/bin"}) == {"PATH": "/bin"}
