@@ -115,7 +115,7 @@ def main() -> None:
         lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
         if output.returncode != 0 or not lines:
             sys.exit(f"{variant} failed:\n{output.stderr[-3000:]}")
-        results[variant] = {**json.loads(lines[-1][len("RESULT "):]), "allocator": "tcmalloc" if env else "glibc"}
+        results[variant] = {**json.loads(lines[-1][len("RESULT "):]), "allocator": "tcmalloc" if (env or {}).get("LD_PRELOAD") else "glibc"}
         print(variant, results[variant], flush=True)
     results["ratio"] = results["ours"]["completions_per_minute"] / results["trl"]["completions_per_minute"]
     results["ratio_with_startup"] = (

@@ -23,8 +23,8 @@ key/value cache of their prompt (selfplay.shared_prefix.cached_logps, the chess 
 way) instead of packed into one sequence a group.
 
 It runs under tcmalloc where the machine has it, as `selfplay loop` does (selfplay.allocator; SELFPLAY_MALLOC=glibc
-for glibc's malloc). Results go to bench/results/step_profile.json (or --out); vLLM's, TRL's and transformers' own output to a log file
-in the temp dir, as the CLI's does.
+for glibc's malloc). Results go to bench/results/step_profile.json (or --out); vLLM's, TRL's and transformers' own
+output to a log file in the temp dir, as the CLI's does.
 """
 
 import argparse
