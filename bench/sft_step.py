@@ -35,7 +35,8 @@ from selfplay.terminal import ThirdPartyOutput, cpu_name
 
 RESULTS = Path("bench/results/sft_step.json")
 BATCH = 8
-TRL_USE_TRITON = trl_utils._use_triton  # TRL's own choice, before selfplay.trl_seam replaces it
+TRL_USE_TRITON = trl_utils._use_triton  # TRL's own choices, before selfplay.trl_seam replaces them
+TRL_HEAD = trl_utils._ChunkedLogProbFunction
 
 
 def examples(count: int) -> list[dict]:
@@ -56,8 +57,8 @@ def variant_settings(name: str) -> tuple[int, contextlib.AbstractContextManager]
         return 2, contextlib.nullcontext()
     if name == "all-positions":
         def trl_choice():
-            trl_utils._use_triton = TRL_USE_TRITON
-        return 2, mock.patch("selfplay.trl_seam.score_completion_tokens_only", trl_choice)
+            trl_utils._use_triton, trl_utils._ChunkedLogProbFunction = TRL_USE_TRITON, TRL_HEAD
+        return 2, mock.patch("selfplay.trl_seam.cpu_lm_head", trl_choice)
     size = name.removeprefix("micro-batch-")
     if size.isdigit() and int(size) > 0 and BATCH % int(size) == 0:
         return int(size), contextlib.nullcontext()

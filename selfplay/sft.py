@@ -170,10 +170,10 @@ def fine_tune(model_path: str, examples: list[dict], out: Path, tokenizer, *, le
     from trl import SFTTrainer
 
     from selfplay.precision import update_in_bfloat16
-    from selfplay.trl_seam import score_completion_tokens_only
+    from selfplay.trl_seam import cpu_lm_head
 
     if not torch.cuda.is_available():
-        score_completion_tokens_only()  # the loss is on the answer's few tokens: ~1.5x a step (bench/sft_step.py)
+        cpu_lm_head()  # the loss is on the answer's few tokens: ~1.5x a step (bench/sft_step.py)
     args = TRLSFTConfig(
         output_dir=str(out / "trainer"), num_train_epochs=epochs, learning_rate=learning_rate,
         per_device_train_batch_size=micro_batch, gradient_accumulation_steps=batch_size // micro_batch, logging_steps=1,

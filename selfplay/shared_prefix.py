@@ -12,6 +12,10 @@ else; `selfplay.trl_seam` plugs it into TRL's trainer), in one of two ways:
   its rows), cached: the prompt minus its last token goes through the model once per group, keeping its key/value
   cache (with gradients); the cache is repeated for the group's rows, and each row's tail goes through on top of it.
 
+The packed way's attention is `packed_attention`: the mask is a block pattern, not a causal one, and torch's CPU
+SDPA kernel for masks (its flash kernel) took a quarter of the update's backward on these sequences (~200 columns);
+plain matmuls and a softmax cost a third of that here, at the same precision.
+
 Either way TRL's own fused LM head scores the completion tokens at TRL's temperature, and the LoRA weights in the
 prompt's layers are trained as before. Rotary positions are relative, so this is the same computation as TRL's (the
 test checks logprobs and gradients, both ways). For micro-batches to hold whole groups, the generation batch keeps
@@ -21,7 +25,10 @@ micro-batch's gradient is summed before the step. Rows whose prompt no neighbour
 multi-process training fall back to TRL's path.
 """
 
+import contextlib
+
 import torch
+from transformers import AttentionInterface
 
 
 def prompt_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> list[tuple[int, int]]:
@@ -42,7 +49,10 @@ def shared_prefix_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
     """(logprobs, entropies or None) of the last `logits_to_keep` tokens of each row, each group's prompt (the
     columns before them) encoded once; as TRL's `_get_per_token_logps_and_entropies`. `groups` cover the rows in
     order; the micro-batch's groups go through the model together (larger matmuls run nearer the CPU's peak than one
-    pass per group). Packed where a group's tails are no longer than its prompt, else cached."""
+    pass per group). Packed where a group's tails are no longer than its prompt, else cached. TRL left-pads every
+    prompt to the longest of the generation batch: columns that no row of these groups attends are dropped first."""
+    first = int(attention_mask[:, : input_ids.size(1) - logits_to_keep].any(0).int().argmax())  # first attended column
+    input_ids, attention_mask = input_ids[:, first:], attention_mask[:, first:]
     tails = max(end - start for start, end in groups) * (logits_to_keep + 1)
     if tails <= input_ids.size(1) - logits_to_keep - 1:
         return packed_logps(model, input_ids, attention_mask, logits_to_keep, groups, compute_entropy)
@@ -73,8 +83,9 @@ def packed_logps(model, input_ids, attention_mask, logits_to_keep, groups, compu
     allowed = (column[None, :] <= column[:, None]) & ((segment[None, :] == 0) | (segment[None, :] == segment[:, None]))
     mask = (allowed & seen[:, None, :]) | torch.eye(length, dtype=torch.bool, device=device)
     positions = torch.cat([torch.arange(prompt), prompt + torch.arange(tail).repeat(slots)]).to(device)
-    outputs = model(input_ids=ids, attention_mask=mask[:, None], position_ids=positions.expand(len(groups), -1),
-                    labels=labels, fused_lm_head=True)
+    with attention(model, "selfplay_packed"):
+        outputs = model(input_ids=ids, attention_mask=mask[:, None], position_ids=positions.expand(len(groups), -1),
+                        labels=labels, fused_lm_head=True)
     # log_probs[:, i] scores column i + 1: a row's completion token c sits in column prompt + slot * T + 1 + c
     owner = torch.tensor([g for g, (start, end) in enumerate(groups) for _ in range(end - start)], device=device)
     slot = torch.tensor([s for start, end in groups for s in range(end - start)], device=device)
@@ -105,3 +116,32 @@ def cached_logps(model, input_ids, attention_mask, logits_to_keep, groups, compu
     )
     logps = outputs.log_probs[:, -logits_to_keep:]  # (rows, C)
     return logps, outputs.entropy[:, -logits_to_keep:] if compute_entropy else None
+
+
+def packed_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Attention under a boolean (batch, 1, L, L) mask, as transformers calls its attention functions: the scores as
+    two matmuls and a softmax in float32 (under autocast the matmuls take bfloat16, as SDPA's inputs are cast). A
+    key/value head's query heads go through it together (grouped-query attention without repeating the keys)."""
+    batch, heads, length, dim = query.shape
+    kv_heads = key.size(1)
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads * length, dim)
+    scores = torch.matmul(grouped, key.transpose(2, 3)).view(batch, kv_heads, heads // kv_heads, length, -1)
+    scores = scores.float().mul_(scaling).masked_fill_(~attention_mask[:, :, None], float("-inf"))
+    probs = torch.nn.functional.dropout(torch.softmax(scores, dim=-1), p=dropout, training=module.training)
+    out = torch.matmul(probs.to(value.dtype).view(batch, kv_heads, heads // kv_heads * length, -1), value)
+    return out.view(batch, heads, length, dim).transpose(1, 2), None
+
+
+AttentionInterface.register("selfplay_packed", packed_attention)
+
+
+@contextlib.contextmanager
+def attention(model, implementation: str):
+    """`model`'s attention layers call `implementation` (a name registered with transformers) inside the block."""
+    config = model.config
+    before = config._attn_implementation
+    config._attn_implementation = implementation
+    try:
+        yield
+    finally:
+        config._attn_implementation = before

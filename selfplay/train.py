@@ -254,11 +254,11 @@ def build_trainer(config, model_path: str, dataset, reward_funcs, reward_weights
 
     from selfplay.config import grpo_overrides
     from selfplay.precision import update_in_bfloat16
-    from selfplay.trl_seam import SelfplayGRPOTrainer, score_completion_tokens_only
+    from selfplay.trl_seam import SelfplayGRPOTrainer, cpu_lm_head
 
     on_cuda = torch.cuda.is_available()
     if not on_cuda:
-        score_completion_tokens_only()
+        cpu_lm_head()
         sum_gradients_in_order()
     settings = dict(
         output_dir=str(run_dir / "trainer"),

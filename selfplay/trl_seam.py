@@ -25,6 +25,7 @@ PRIVATE_USES = {
     "GRPOTrainer._log_completion_extra, _log_metric": "passed to reward functions scored outside TRL's call",
     "trl.trainer.grpo_trainer.shuffle_sequence_dict": "replaced while preparing a batch: no shuffle of its rows",
     "trl.trainer.utils._use_triton": "replaced on CPU: the fused LM head scores completion tokens only (GRPO, SFT)",
+    "trl.trainer.utils._ChunkedLogProbFunction": "replaced on CPU: a frozen head in one pass (selfplay.lm_head)",
 }
 
 
@@ -50,18 +51,22 @@ def groups_kept_together():
         grpo_trainer.shuffle_sequence_dict = shuffle
 
 
-def score_completion_tokens_only() -> None:
-    """Make TRL's fused LM head score only the completion tokens on CPU, as it already does on Triton devices.
+def cpu_lm_head() -> None:
+    """Make TRL's fused LM head on CPU score only the completion tokens, as it already does on Triton devices, and
+    with a frozen head in one pass over the vocabulary (selfplay.lm_head) instead of TRL's tiles.
 
     Without Triton, TRL runs the LM head over every position, prompt included (to keep tile shapes fixed for
     compilers), with (tokens x 32768) float32 temporaries: on CPU that is ~40x the work for 8-token answers to
     300-token prompts, and >12 GB of memory per 8 sequences in GRPO; in the SFT warm start, whose loss is on the
-    answer's few tokens too, it was ~27% of a step. The choice is one name in trl.trainer.utils; the kernels stay
-    TRL's own, and the loss and metrics are the same (the other positions were masked to zero).
+    answer's few tokens too, it was ~27% of a step. The choice is two names in trl.trainer.utils; the loss and metrics
+    are the same (the other positions were masked to zero).
     """
     import trl.trainer.utils as trl_utils
 
+    from selfplay.lm_head import FusedLMHead
+
     trl_utils._use_triton = lambda device: True
+    trl_utils._ChunkedLogProbFunction = FusedLMHead  # TRL's kernel where it does not apply
 
 
 def last_batch(trainer) -> dict:

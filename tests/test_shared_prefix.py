@@ -44,8 +44,11 @@ def batch(prompt_len: int = 12):
     return torch.stack(ids), torch.stack(mask).long()
 
 
-def logps_and_grads(trainer, compute, prompt_len):
-    input_ids, attention_mask = (t.to(trainer.accelerator.device) for t in batch(prompt_len))  # CUDA where it is
+def logps_and_grads(trainer, compute, prompt_len, left_pad: int = 0):
+    """`compute`'s logprobs, entropies and LoRA gradients for `batch(prompt_len)`, every row first padded by
+    `left_pad` more columns (as TRL pads a micro-batch to the longest prompt of the whole generation batch)."""
+    input_ids, attention_mask = (torch.nn.functional.pad(t, (left_pad, 0)).to(trainer.accelerator.device)
+                                 for t in batch(prompt_len))  # CUDA where it is
     trainer.model.zero_grad()
     logps, entropies, _ = compute(trainer.model, input_ids, attention_mask, 4, compute_entropy=True)
     completion_mask = attention_mask[:, -4:].bool()
@@ -80,6 +83,20 @@ def test_shared_prefix_logprobs_and_gradients_match_trl(trainer, monkeypatch, wa
     for name, grad in reference[2].items():
         assert torch.allclose(shared[2][name], grad, atol=1e-5, rtol=1e-4), name
     assert any(grad.abs().max() > 0 for name, grad in reference[2].items() if "lora_A" in name)
+
+
+@pytest.mark.parametrize("way, prompt_len", [("packed", 24), ("cached", 12)])
+def test_columns_that_no_row_attends_are_dropped_and_the_results_stay_trls(trainer, monkeypatch, way, prompt_len):
+    widths, compute = [], getattr(shared_prefix, f"{way}_logps")
+    monkeypatch.setattr(shared_prefix, f"{way}_logps", lambda model, ids, *a: widths.append(ids.size(1)) or compute(
+        model, ids, *a))
+    shared = logps_and_grads(trainer, trainer._get_per_token_logps_and_entropies, prompt_len, left_pad=7)
+    assert widths == [prompt_len + 4], "the 7 columns of padding that every row has went through the model"
+    trl_way = lambda *a, **k: GRPOTrainer._get_per_token_logps_and_entropies(trainer, *a, **k)  # noqa: E731
+    reference = logps_and_grads(trainer, trl_way, prompt_len, left_pad=7)
+    assert torch.allclose(shared[0], reference[0], atol=1e-5)
+    for name, grad in reference[2].items():
+        assert torch.allclose(shared[2][name], grad, atol=1e-5, rtol=1e-4), name
 
 
 @pytest.mark.parametrize("way, completion", [("packed", 8), ("cached", 30)])

@@ -51,22 +51,18 @@ def test_the_fine_tune_scores_only_the_answer_tokens_and_keeps_trls_losses(tiny_
     few tokens, and scoring only those must give TRL's own losses."""
     import trl.trainer.utils as trl_utils
     from transformers import AutoTokenizer
-
-    from selfplay.sft import fine_tune
-
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
     from trl.kernels.chunked_logprob import _use_triton as trl_choice  # TRL's own, even if an earlier test chose ours
 
-    kernel = trl_utils._ChunkedLogProbFunction
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_choice)  # TRL's choice for the first run; put back after
+    from selfplay.lm_head import TargetLogProbs
+    from selfplay.sft import fine_tune
+
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_choice)  # TRL's choices for the first run; put back after
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", ChunkedLogProbFunction)
     scored_rows = []
-
-    class CountingKernel:
-        @staticmethod
-        def apply(hidden_states, *args):
-            scored_rows.append(hidden_states.size(0))
-            return kernel.apply(hidden_states, *args)
-
-    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", CountingKernel)
+    for head in (ChunkedLogProbFunction, TargetLogProbs):  # TRL's kernel, selfplay's one-pass head: rows through
+        monkeypatch.setattr(head, "apply", lambda hidden, *args, apply=head.apply: scored_rows.append(hidden.size(0))
+                            or apply(hidden, *args))
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     examples = [{"prompt": [{"role": "user", "content": f"Position {i}: " + "the board, the moves. " * 8}],
                  "completion": [{"role": "assistant", "content": "Nf3"}]} for i in range(8)]
@@ -78,7 +74,7 @@ def test_the_fine_tune_scores_only_the_answer_tokens_and_keeps_trls_losses(tiny_
         return losses, sum(scored_rows)
 
     with monkeypatch.context() as trl_path:
-        trl_path.setattr("selfplay.trl_seam.score_completion_tokens_only", lambda: None)
+        trl_path.setattr("selfplay.trl_seam.cpu_lm_head", lambda: None)
         trl_losses, trl_rows = run("trl")
     losses, rows = run("ours")
     assert losses == pytest.approx(trl_losses, rel=1e-5)
