@@ -14,7 +14,9 @@ else; `selfplay.trl_seam` plugs it into TRL's trainer), in one of two ways:
 
 The packed way's attention is `packed_attention`: the mask is a block pattern, not a causal one, and torch's CPU
 SDPA kernel for masks (its flash kernel) took a quarter of the update's backward on these sequences (~200 columns);
-plain matmuls and a softmax cost a third of that here, at the same precision.
+plain matmuls and a softmax cost a third of that here, at the same precision (bench/update_parts.py: 1.15x a
+micro-step). They keep the float32 probabilities for the backward (~0.1 GB a micro-step); a backward that recomputed
+them from each row's log-sum, as SDPA's kernel does, lost the gain.
 
 Either way TRL's own fused LM head scores the completion tokens at TRL's temperature, and the LoRA weights in the
 prompt's layers are trained as before. Rotary positions are relative, so this is the same computation as TRL's (the
