@@ -12,7 +12,7 @@ else; `selfplay.trl_seam` plugs it into TRL's trainer), in one of two ways:
   its rows), cached: the prompt minus its last token goes through the model once per group, keeping its key/value
   cache (with gradients); the cache is repeated for the group's rows, and each row's tail goes through on top of it.
 
-The packed way's attention is `packed_attention`: the mask is a block pattern, not a causal one, and torch's CPU
+The packed way's attention on CPU is `packed_attention`: the mask is a block pattern, not a causal one, and torch's CPU
 SDPA kernel for masks (its flash kernel) took a quarter of the update's backward on these sequences (~200 columns);
 plain matmuls and a softmax cost a third of that here, at the same precision (bench/update_parts.py: 1.15x a
 micro-step). They keep the float32 probabilities for the backward (~0.1 GB a micro-step); a backward that recomputed
@@ -85,7 +85,7 @@ def packed_logps(model, input_ids, attention_mask, logits_to_keep, groups, compu
     allowed = (column[None, :] <= column[:, None]) & ((segment[None, :] == 0) | (segment[None, :] == segment[:, None]))
     mask = (allowed & seen[:, None, :]) | torch.eye(length, dtype=torch.bool, device=device)
     positions = torch.cat([torch.arange(prompt), prompt + torch.arange(tail).repeat(slots)]).to(device)
-    with attention(model, "selfplay_packed"):
+    with attention(model, "selfplay_packed") if device.type == "cpu" else contextlib.nullcontext():  # GPUs: SDPA
         outputs = model(input_ids=ids, attention_mask=mask[:, None], position_ids=positions.expand(len(groups), -1),
                         labels=labels, fused_lm_head=True)
     # log_probs[:, i] scores column i + 1: a row's completion token c sits in column prompt + slot * T + 1 + c
