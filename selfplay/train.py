@@ -116,18 +116,25 @@ class SyncPolicy(TrainerCallback):
             from accelerate import PartialState
 
             if state.is_world_process_zero:
-                model.save_pretrained(path)
+                self._save(model, path)
                 self.policy.load_adapter(path, state.global_step)
             PartialState().wait_for_everyone()
             if not state.is_world_process_zero:
                 self.policy.follow(path, state.global_step)
-                return
         else:
-            model.save_pretrained(path)  # a PEFT model saves only the adapter (a few MB)
+            self._save(model, path)
             self.policy.load_adapter(path, state.global_step)
+
+    def _save(self, model, path: Path) -> None:
+        """Save the adapter (a PEFT model saves only that: ~20 MB for the default), the oldest versions deleted first:
+        `keep` are left, and the new files take the pages the old ones just gave back. On VMs that return freed
+        memory to their host, fresh page-cache pages cost ~30 us each: 0.12-0.15 s for the default adapter written
+        after the deletion, ~5 ms before it."""
         if self.keep:
-            for old in sorted(self.adapters_dir.glob("v*"), key=lambda p: int(p.name[1:]))[:-self.keep]:
+            versions = sorted(self.adapters_dir.glob("v*"), key=lambda p: int(p.name[1:]))
+            for old in versions[: max(0, len(versions) - self.keep + 1)]:
                 shutil.rmtree(old)
+        model.save_pretrained(path)
 
 
 class RewardsDuringGeneration:

@@ -219,3 +219,25 @@ def test_warm_start_fine_tunes_then_grpo_continues_from_the_fine_tuned_model(tin
     adapter = json.loads((run_dir / "adapters" / "final" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(run_dir / "warm" / "model")  # GRPO trained on top of it
     assert results["after"]["policy_version"] == 1 and "playouts" in results["change"]
+
+
+@pytest.mark.parametrize("keep, left", [(2, ["v3", "v4"]), (1, ["v4"]), (0, ["v1", "v2", "v3", "v4"])])
+def test_adapter_versions_beyond_keep_go_before_the_next_is_saved(tmp_path, keep, left):
+    """The newest `keep` versions stay on disk (0: all); the old ones are deleted before a new one is written, so
+    that its files reuse the pages theirs gave back."""
+    from selfplay.train import SyncPolicy
+
+    on_disk_at_save = []
+
+    class Adapter:
+        def save_pretrained(self, path):
+            on_disk_at_save.append(sorted(p.name for p in tmp_path.iterdir()))
+            path.mkdir()
+            (path / "adapter_model.safetensors").write_bytes(b"weights")
+
+    sync = SyncPolicy(policy=None, adapters_dir=tmp_path, stats={}, keep=keep)
+    for version in range(1, 5):
+        sync._save(Adapter(), tmp_path / f"v{version}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == left
+    if keep:
+        assert all(len(names) <= keep - 1 for names in on_disk_at_save)
