@@ -38,9 +38,10 @@ class TargetLogProbs(torch.autograd.Function):
         with torch.autocast("cpu", enabled=False):
             log_p = (hidden.to(head.dtype) @ head.t()).float().mul_(ctx.scale).sub_(log_z[:, None])
             p = log_p.exp()
-            grad = torch.zeros_like(p)
-            if grad_logps is not None:  # d log p_target / dz_j = 1[j = target] - p_j
-                grad.sub_(p * grad_logps[:, None]).scatter_add_(1, targets[:, None], grad_logps[:, None].float())
+            if grad_logps is None:
+                grad = torch.zeros_like(p)
+            else:  # d log p_target / dz_j = 1[j = target] - p_j
+                grad = (p * -grad_logps[:, None]).scatter_add_(1, targets[:, None], grad_logps[:, None].float())
             if grad_entropy is not None:  # d entropy / dz_j = -p_j (log p_j + entropy)
                 grad.sub_(p.mul_(log_p.add_(entropy[:, None])).mul_(grad_entropy[:, None]))
             grad_hidden = (grad.mul_(ctx.scale).to(head.dtype) @ head).to(hidden.dtype)

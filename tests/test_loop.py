@@ -229,7 +229,7 @@ def test_adapter_versions_beyond_keep_go_before_the_next_is_saved(tmp_path, keep
 
     on_disk_at_save = []
 
-    class Adapter:
+    class FakeAdapter:  # a PEFT model's save_pretrained, writing a stand-in file
         def save_pretrained(self, path):
             on_disk_at_save.append(sorted(p.name for p in tmp_path.iterdir()))
             path.mkdir()
@@ -237,7 +237,7 @@ def test_adapter_versions_beyond_keep_go_before_the_next_is_saved(tmp_path, keep
 
     sync = SyncPolicy(policy=None, adapters_dir=tmp_path, stats={}, keep=keep)
     for version in range(1, 5):
-        sync._save(Adapter(), tmp_path / f"v{version}")
+        sync._save(FakeAdapter(), tmp_path / f"v{version}")
     assert sorted(p.name for p in tmp_path.iterdir()) == left
     if keep:
         assert all(len(names) <= keep - 1 for names in on_disk_at_save)
