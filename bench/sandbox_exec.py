@@ -22,7 +22,7 @@ Rates are runs / wall seconds; `ratio` is sandbox / bare (the goal is >= 0.8). W
 other processes put on the machine; the CPU time per run (ours plus every descendant's: bwrap, the agent and the
 programs it reaped) moves much less, and its `cpu_ratio` bounds what the sandbox can reach on a saturated machine.
 Of the reused sandbox's CPU per run, `agent_cpu_ms_per_run` is its agents' own (fork, reset) and
-`program_cpu_ms_per_run` the programs' (with what the child did between fork and exec).
+`program_cpu_ms_per_run` the programs' (with what the child did before its exec).
 Results go to bench/results/sandbox_exec.json.
 """
 

@@ -1,8 +1,9 @@
 """The trusted agent of a reused sandbox (a Docker container, or a bubblewrap sandbox when we are root): pid 1 of
 its pid namespace, with only the capabilities its work needs. It runs jobs from its stdin one at a time, each as a
 fresh unprivileged program, and resets the sandbox after each. The sandbox's own python3 runs it (`python3 -I -S
-agent.py TTL_S`: bwrap binds this file read-only, Docker passes its source with -c); stdlib only. We import only
-`seccomp_filter` and `set_off_unix_gc`, for the bubblewrap sandboxes made fresh for each run.
+agent.py TTL_S`: bwrap binds this file read-only, Docker passes its source with -c); stdlib only, plus
+`sandboxes/spawn.c` built, where bwrap binds it at /spawn.so. We import `seccomp_filter`, `set_off_unix_gc` and
+SPAWN_LIBRARY.
 
 Protocol on stdin, once per run: 8 bytes of header length, the JSON header {argv, env, files: [[name, size]],
 stdin: size, rlimits: [[resource, soft, hard]], wall_s, nonce}, the files' bytes in order, then the program's stdin
@@ -14,10 +15,10 @@ waits for the next job, or exits: on EOF, after TTL_S without a job, or when the
 At start it empties its capability bounding and inheritable sets, which its children inherit, installs a seccomp
 filter (`seccomp_filter`: no keyrings, no io_uring, no sockets but unix, IPv4/6 TCP, UDP and ping, netlink route and
 diag, no IPv6 flow labels), closes every fd but 0-2, and makes the scratch dir (its cwd) belong to 65534 (mode 0700).
-For each job it forks the program: oom_score_adj 1000 (the OOM killer takes it, not the agent), its own session, no
-supplementary groups, uid:gid 65534:65534 (every capability is gone, and with no_new_privs and an empty bounding set
-none can come back), the files written into the scratch dir, `stdin` from a memfd, the job's hard rlimits and
-environment. The agent never changes its own ids: that would clear the parent-death signal bwrap set on it. The
+For each job it writes the files into the scratch dir (owned by 65534, as the program's own would be) and starts the
+program: oom_score_adj 1000 (the OOM killer takes it, not the agent), its own session, no supplementary groups,
+uid:gid 65534:65534 (every capability is gone, and with no_new_privs and an empty bounding set none can come back),
+every signal at its default, `stdin` from a memfd, the job's hard rlimits and environment. The agent never changes its own ids: that would clear the parent-death signal bwrap set on it. The
 agent waits for it, reaping every orphan, until it exits or the wall deadline; then the reset: SIGKILL to every
 process but itself (kill -1, repeated, reaping, until the kernel finds none left in the pid namespace, zombies
 included: uid 65534 cannot signal the agent); stdout and stderr given back the status flags and pipe size they had,
@@ -26,10 +27,12 @@ xattrs and inode flags too) and checked empty with all its blocks free; and a ch
 no more sockets than at the start (sockets that only fds in flight keep alive are freed by setting off the kernel's
 unix garbage collector).
 
-A fork write-protects the agent's memory: the child's Python and the agent's own work after it each pay a page fault
-for every page they write (the same work cost ~3x after a fork on a 2-core EPYC VM). So the child does little
-between fork and exec (a text-mode `open` there cost ~0.15 ms a run), and the agent's per-run work is lean: the
-kernel's counters read with pread on fds opened once, shutil's imports (bz2, lzma, zlib) left out.
+It starts it through spawn.c's `selfplay_spawn` where that loaded: a child that shares the agent's memory until its
+exec and makes only system calls. A fork (`program`, where it did not) copies the agent's page tables and
+write-protects its memory: the exec tears the copy down, and the agent pays a page fault for every page it writes
+afterwards (~170 a run); with the Python the child runs, ~1.1 ms of CPU a run more on a 2-core EPYC VM. Either way
+the agent's per-run work is lean: the kernel's counters read with pread on fds opened once, shutil's imports (bz2,
+lzma, zlib) left out.
 """
 
 import ctypes
@@ -49,6 +52,8 @@ LIBC = ctypes.CDLL(None, use_errno=True)
 # the sandbox's CPU use where it has a cgroup of its own (Docker): v1 in ns, or v2's first line "usage_usec N"
 CPU_FILES = ("/sys/fs/cgroup/cpuacct/cpuacct.usage", "/sys/fs/cgroup/cpu.stat")
 OOM_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
+SPAWN_LIBRARY = "/spawn.so"  # sandboxes/spawn.c built, where the backend binds it (bubblewrap)
+SPAWN = None  # its selfplay_spawn, once loaded
 FOUND = {}  # (name, PATH): the file execvpe would run (`executable`)
 OPEN = {}  # fds of the files above and of /proc/net/sockstat, opened at the agent's start (see `opened`)
 PR_CAPBSET_DROP = 24
@@ -191,7 +196,7 @@ def seccomp_filter():
 
 
 def install_seccomp_filter():
-    """Install seccomp_filter on the agent, so on every program it forks (no_new_privs is set: no privilege needed)."""
+    """Install seccomp_filter on the agent, so on every program it starts (no_new_privs is set: no privilege needed)."""
     program = ctypes.create_string_buffer(seccomp_filter())
     fprog = struct.pack("HP", len(program.raw) // 8, ctypes.addressof(program))  # struct sock_fprog
     if LIBC.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.c_char_p(fprog), 0, 0):
@@ -210,8 +215,56 @@ def executable(name, path):
     return FOUND[name, path]  # `name` itself: execve fails with ENOENT, reported like any failure to start
 
 
-def program(path, argv, env, files, stdin, rlimits):
-    """In the forked child: no way back to the agent's powers, then the program."""
+def write_files(files):
+    """The job's files, written into the scratch dir (empty: no link to follow) and given to 65534, as the program's
+    own would be."""
+    for name, data in files:
+        parts = name.split("/")
+        for end in range(1, len(parts)):
+            directory = "/".join(parts[:end])
+            if not os.path.isdir(directory):
+                os.mkdir(directory)
+                os.chown(directory, NOBODY, NOBODY)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        try:
+            os.fchown(fd, NOBODY, NOBODY)
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
+
+
+def spawned(path, argv, env, stdin, rlimits):
+    """The program started by SPAWN (`sandboxes/spawn.c`: the forked child's steps, in a child that shares our
+    memory); its pid. OSError when it could not start (its child, if any, exited with 127)."""
+    strings = lambda items: (ctypes.c_char_p * (len(items) + 1))(*items, None)
+    envp = [os.fsencode(key) + b"=" + os.fsencode(value) for key, value in env.items()]
+    resources = (ctypes.c_int * len(rlimits))(*(limit for limit, _, _ in rlimits))
+    limits = (ctypes.c_uint64 * (2 * len(rlimits)))(*(value for _, soft, hard in rlimits for value in (soft, hard)))
+    error = ctypes.c_int(0)
+    pid = SPAWN(os.fsencode(path), strings([os.fsencode(arg) for arg in argv]), strings(envp), stdin, len(rlimits),
+                resources, limits, ctypes.byref(error))
+    if pid < 0 or error.value:
+        raise OSError(error.value, os.strerror(error.value), argv[0])
+    return pid
+
+
+def started(path, argv, env, stdin, rlimits):
+    """The program's pid: spawned (`spawned`) where SPAWN loaded, else forked (`program`)."""
+    if SPAWN is not None:
+        return spawned(path, argv, env, stdin, rlimits)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            program(path, argv, env, stdin, rlimits)
+        except BaseException as error:
+            os.write(2, ("sandbox: cannot run %r: %s\n" % (argv[0], error)).encode())
+        os._exit(127)
+    return pid
+
+
+def program(path, argv, env, stdin, rlimits):
+    """In the forked child (where SPAWN is missing): no way back to the agent's powers, then the program."""
     oom = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
     os.write(oom, b"1000")  # raising it needs no privilege
     os.close(oom)
@@ -219,13 +272,6 @@ def program(path, argv, env, files, stdin, rlimits):
     os.setgroups([])
     os.setresgid(NOBODY, NOBODY, NOBODY)
     os.setresuid(NOBODY, NOBODY, NOBODY)  # every uid non-zero: the permitted and effective capabilities are gone
-    for name, data in files:  # as 65534: the files are the program's
-        if os.path.dirname(name):
-            os.makedirs(os.path.dirname(name), exist_ok=True)
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        while data:
-            data = data[os.write(fd, data):]
-        os.close(fd)
     os.dup2(stdin, 0)
     os.close(stdin)
     for limit, soft, hard in rlimits:
@@ -375,13 +421,12 @@ def serve(job, streams, baseline):
     cpu, oom, timeout, status = cpu_seconds(), oom_kills(), 0, None
     signal.setitimer(signal.ITIMER_REAL, max(job["wall_s"], 0.001))
     try:
-        pid = os.fork()
-        if pid == 0:
-            try:
-                program(path, argv, env, files, stdin, rlimits)
-            except BaseException as error:
-                os.write(2, ("sandbox: cannot run %r: %s\n" % (argv[0], error)).encode())
-            os._exit(127)
+        try:
+            write_files(files)
+            pid = started(path, argv, env, stdin, rlimits)
+        except OSError as error:  # the program's own failure to start, as the forked child reports it
+            os.write(2, ("sandbox: cannot run %r: %s\n" % (argv[0], error)).encode())
+            status = 127 << 8  # a wait status; a spawned child that exited 127 is reaped by the reset
         while status is None:
             got, waited = os.waitpid(-1, 0)
             if got == pid:
@@ -407,6 +452,11 @@ def main():
     drop_inheritable_capabilities()
     install_seccomp_filter()
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # whatever fd the sandbox was started with, no program inherits it
+    global SPAWN
+    try:
+        SPAWN = ctypes.CDLL(SPAWN_LIBRARY).selfplay_spawn
+    except OSError:
+        pass  # not bound here: each program is forked
     OPEN.update(cpu=opened(CPU_FILES), oom=opened(OOM_FILES), sockets=os.open("/proc/net/sockstat", os.O_RDONLY))
     os.chdir(SCRATCH)  # the programs' cwd
     if os.stat(SCRATCH).st_uid != NOBODY:

@@ -18,7 +18,7 @@ from sandboxes import Limits, RunResult, SandboxError, Stop, finished
 AGENT_PATH = Path(__file__).parent / "agent.py"
 SCRATCH = "/tmp"
 ENV = {"PATH": "/usr/bin:/bin", "HOME": SCRATCH, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
-AGENT_CAPS = ["SETUID", "SETGID", "SETPCAP", "KILL", "DAC_OVERRIDE", "FOWNER"]
+AGENT_CAPS = ["SETUID", "SETGID", "SETPCAP", "KILL", "DAC_OVERRIDE", "FOWNER", "CHOWN"]
 TRAILER = re.compile(
     rb"\0sandbox: end ([0-9a-f]{32}) status=(\d+) cpu=(\d+\.\d+) oom=(\d+) timeout=([01]) reset=(\w{1,30})\n\Z")
 TRAILER_MAX = 160  # bytes: the longest trailer the agent writes

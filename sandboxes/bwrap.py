@@ -23,17 +23,18 @@ Two ways to get there, with the same isolation:
 
 **Reused sandboxes, as root (the default then).** A sandbox serves up to `MAX_RUNS` runs, one at a time, through its
 agent (`sandboxes/agent.py`, as in the Docker backend): pid 1 of the sandbox, uid 0 in its user namespace with only
-SETUID, SETGID, SETPCAP, KILL, DAC_OVERRIDE, FOWNER and CHOWN there. It forks each program as 65534 with every
-capability gone, and after each run kills every other process in the sandbox, checks that none is left, empties /tmp
+SETUID, SETGID, SETPCAP, KILL, DAC_OVERRIDE, FOWNER and CHOWN there. It starts each program as 65534 with every
+capability gone (through `sandboxes/spawn.c`, built on first use and bound at /spawn.so; where no C compiler
+builds it, by a fork), and after each run kills every other process in the sandbox, checks that none is left, empties /tmp
 and puts back what else a run could change (`sandboxes/agent.py` lists it); a reset that is not clean ends the
 sandbox. bwrap runs as uid 65533 on the host (through coreutils' `chroot --userspec`) and waits (`--userns-block-
 fd`) while we map two ids into its user namespace, 0 to 65533 and 65534 to 65534 (the kernel lets only root map more
 than one), and, through `nsenter`, set its IPC limits to 0 (no SysV or POSIX IPC object can outlive a run) and its
 `user.max_user_namespaces` to 0 and its network sysctls as `SANDBOX_SYSCTLS` lists (no TIME_WAIT, TCP metrics,
 Fast Open or MPTCP state). The program and the agent have different uids, so the program cannot signal, ptrace or
-prlimit the agent. A run costs ~1.3 ms more than the bare program on a 2-core Xeon (0.88x its rate; ~2.6 ms,
-0.86x, on a 2-core EPYC VM), most of it the agent's fork (Python's `os.fork`: ~0.4 ms before the child runs) and the
-page faults it makes dearer: `bench/sandbox_exec.py`. Shared between
+prlimit the agent. A run costs ~0.2 ms more than the bare program on a 2-core EPYC VM (0.97x its rate; with a
+fork of the agent instead of spawn.c, ~1.3 ms and 0.87x: the fork copies the agent's page tables, the exec tears them
+down, and ~170 pages the agent writes fault afterwards): `bench/sandbox_exec.py`. Shared between
 runs of one sandbox (what the reset does not undo): its namespaces (loopback only, SysV/POSIX IPC off, no TCP
 state kept, no socket left), the tmpfs's inode numbers and timestamps, and the agent process; so a run written to
 read them learns a little of the run before it (how many processes it made from the pid counter, packets it sent
@@ -99,9 +100,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 
 from sandboxes import Limits, RunResult, SandboxError, Stop, finished
-from sandboxes.agent import seccomp_filter, set_off_unix_gc
+from sandboxes.agent import SPAWN_LIBRARY, seccomp_filter, set_off_unix_gc
 from sandboxes.agent_client import AGENT_CAPS, AGENT_PATH, ENV, SANDBOX_SYSCTLS, SCRATCH, TTL_S, Streams, rlimits
 from sandboxes.agent_pool import AgentPool, AgentSandbox, Warm
+from sandboxes.spawn import spawn_library
 
 log = logging.getLogger(__name__)
 
@@ -266,11 +268,13 @@ class BwrapSandbox(AgentSandbox):
         """A new sandbox with its agent; bwrap waits (--userns-block-fd) while we map its uids and set its sysctls."""
         block_read, block_write = os.pipe()
         info_read, info_write = os.pipe()
-        caps = [arg for cap in [*AGENT_CAPS, "CHOWN"] for arg in ("--cap-add", f"CAP_{cap}")]
+        caps = [arg for cap in AGENT_CAPS for arg in ("--cap-add", f"CAP_{cap}")]
+        library = spawn_library()
+        spawn = ["--ro-bind", str(library), SPAWN_LIBRARY] if library else []
         cmd = [*self.drop, self.bwrap, "--unshare-all", "--unshare-user", "--userns-block-fd", str(block_read),
                "--info-fd", str(info_write), "--die-with-parent", "--as-pid-1", "--new-session", "--clearenv",
                "--setenv", "PATH", ENV["PATH"], "--uid", "0", "--gid", "0", *caps, *OPEN_DIRS, *self.binds,
-               "--proc", "/proc", *DEV, "--ro-bind", str(AGENT_PATH), "/agent.py", "--size", str(scratch_bytes),
+               "--proc", "/proc", *DEV, "--ro-bind", str(AGENT_PATH), "/agent.py", *spawn, "--size", str(scratch_bytes),
                "--tmpfs", SCRATCH, "--remount-ro", "/", "--chdir", "/", "--", "python3", "-I", "-S", "/agent.py",
                str(TTL_S)]
         try:

@@ -11,6 +11,7 @@ pipe, pidfd, socket) is left open, no temp file was made, and no container of ou
 import gc
 import logging
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -28,6 +29,8 @@ from sandboxes import Limits, RunResult, Sandbox, SandboxError, get_sandbox
 from sandboxes.agent_client import SANDBOX_SYSCTLS
 from sandboxes.bwrap import READY, BwrapSandbox
 from sandboxes.docker import LABEL, DockerSandbox
+from sandboxes import spawn
+from sandboxes.spawn import SOURCE, spawn_library
 
 SHORT = Limits(wall_s=3, cpu_s=1)
 
@@ -119,6 +122,56 @@ def test_the_given_files_are_the_programs_and_too_many_of_them_fail_the_run(sand
     too_big = py(sandbox, "pass", files={"big": b"x" * 2**21}, limits=Limits(scratch_bytes=2**20))
     assert too_big.exit_code not in (0, None) and "No space left on device" in too_big.stderr
     assert py(sandbox, "pass").ok
+
+
+def test_a_program_starts_unprivileged_with_default_signals_and_first_in_line_for_the_oom_killer(sandbox):
+    result = sandbox.run(["cat", "/proc/self/status", "/proc/self/oom_score_adj"])  # cat itself, not a child of it
+    status = dict(line.split(":\t", 1) for line in result.stdout.splitlines()[:-1])
+    assert status["Uid"] == status["Gid"] == "65534\t65534\t65534\t65534" and status["Groups"].strip() == "", result
+    assert [status[mask] for mask in ("SigBlk", "SigIgn", "SigCgt")] == ["0000000000000000"] * 3  # SIGPIPE too
+    assert {status[cap] for cap in ("CapPrm", "CapEff", "CapBnd")} == {"0000000000000000"}
+    if not isinstance(sandbox, BwrapSandbox) or sandbox.reuse:  # a fresh sandbox has no agent to outlive the program
+        assert result.stdout.splitlines()[-1] == "1000"
+
+
+def test_a_program_that_cannot_start_exits_127_saying_why(sandbox):
+    result = sandbox.run(["no-such-program"])
+    assert (result.exit_code, result.stopped) == (127, "exit") and "no-such-program" in result.stderr, result
+    assert py(sandbox, "print('next')").stdout == "next\n"
+
+
+def test_a_reused_bwrap_sandbox_starts_programs_without_forking_its_agent(sandbox):
+    if not isinstance(sandbox, BwrapSandbox) or not sandbox.reuse:
+        pytest.skip("reused bwrap sandboxes only")
+    if spawn_library() is None:
+        pytest.skip("no C compiler here: the agent forks each program")
+    assert py(sandbox, "pass").ok
+    [agent] = psutil.Process(sandbox.pool.idle[-1].proc.pid).children()
+    faults = lambda: int(open(f"/proc/{agent.pid}/stat").read().rsplit(")", 1)[1].split()[7])  # minflt
+    assert "/spawn.so" in {m.path for m in agent.memory_maps()}
+    before = faults()
+    for _ in range(20):
+        assert py(sandbox, "pass").ok
+    assert faults() - before < 20 * 20  # after a fork, ~170 page faults a run: each page the agent writes is shared
+
+
+def test_without_a_working_c_compiler_reused_bwrap_agents_fork_and_runs_still_work(monkeypatch, tmp_path, caplog):
+    if os.geteuid() != 0 or shutil.which("bwrap") is None:
+        pytest.skip("reused bwrap sandboxes need root and bwrap")
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(spawn, "SOURCE", tmp_path / "spawn.c")  # not built yet
+    spawn.SOURCE.write_bytes(SOURCE.read_bytes())
+    monkeypatch.setenv("CC", "false")
+    spawn.spawn_library.cache_clear()
+    try:
+        assert spawn.spawn_library() is None and "could not build spawn.c" in caplog.text
+        with BwrapSandbox() as box:
+            code = "import os, sys; print(open('d/f').read(), sys.stdin.read(), os.stat('d').st_uid, os.getuid())"
+            assert py(box, code, files={"d/f": "x"}, stdin=b"y").stdout == "x y 65534 65534\n"
+            [agent] = psutil.Process(box.pool.idle[-1].proc.pid).children()
+            assert "/spawn.so" not in {m.path for m in agent.memory_maps()}
+    finally:
+        spawn.spawn_library.cache_clear()
 
 
 def test_the_common_devices_work(sandbox):
