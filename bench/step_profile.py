@@ -16,6 +16,9 @@ and `--steps` timed iterations, and prints the median seconds of each part (self
   (bfloat16 where the CPU has it: TRL's autocast; `--grpo bf16=false` trains in float32 against the same limit).
   Rewards, sync and the rest have no FLOP limit: they count against it.
 
+The results also hold each timed iteration's wall, forward and backward seconds, and the process's RSS, page faults
+and system seconds in it (the trainer's heap grows in bursts, each new page a fault: `bench/update_growth.py`).
+
 `--atomic-adds` turns torch's deterministic mode back off after the trainer is built (selfplay.train
 .sum_gradients_in_order): the backward's index adds then run as parallel atomics, as before 2026-12-03; it times what
 the fixed order, which exact resumes need, costs. `--prefix-cache` scores the update's groups through a repeated
@@ -29,10 +32,13 @@ output to a log file in the temp dir, as the CLI's does.
 
 import argparse
 import json
+import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 
 def matmul_peak(dtype, size: int = 2048, repeats: int = 5) -> float:
@@ -107,7 +113,10 @@ def measure(model: str, steps: int, grpo: list[str], atomic_adds: bool = False, 
                 answers = [len(tokenizer(c[0]["content"] if isinstance(c, list) else c)["input_ids"]) + 1
                            for c in batch["completion"]]  # + the end-of-turn token
                 groups = [answers[i:i + config.num_generations] for i in range(0, len(answers), config.num_generations)]
-                iterations.append({**step_time.finish(stats), "prompts": prompts, "answers": groups})
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                iterations.append({**step_time.finish(stats), "prompts": prompts, "answers": groups,
+                                   "rss_gb": psutil.Process().memory_info().rss / 1e9,
+                                   "page_faults": usage.ru_minflt, "system_s": usage.ru_stime})
 
     trainer = build_trainer(config, model, Dataset.from_list(rows), rewards.funcs, rewards.weights, policy,
                             Path(tempfile.mkdtemp(prefix="bench-step-")), stats, [Capture()])
@@ -148,6 +157,11 @@ def measure(model: str, steps: int, grpo: list[str], atomic_adds: bool = False, 
         "step_limit_seconds": sum(limits.values()),
         "times_the_limit": {part: seconds[part] / limit for part, limit in limits.items()},
         "step_times_the_limit": wall / sum(limits.values()),
+        "iterations": [{"step_s": it["time/step_s"], "forward_s": it["time/forward_s"],
+                        "backward_s": it["time/backward_s"], "rss_gb": it["rss_gb"],
+                        "page_faults": it["page_faults"] - before["page_faults"],
+                        "system_s": it["system_s"] - before["system_s"]}
+                       for before, it in zip(iterations, timed_steps)],
         "batch": {"prompt_tokens": [it["prompts"] for it in timed_steps],
                   "answer_tokens": [it["answers"] for it in timed_steps]},
     }

@@ -20,16 +20,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def default_update(rounds: int) -> dict:
+def default_update_model():
+    """(the default model with LoRA r=16 as GRPO trains it, whether its update runs under bfloat16 autocast)."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AttentionInterface, AutoModelForCausalLM
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+    from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from selfplay import shared_prefix
-    from selfplay.lm_head import FusedLMHead
     from selfplay.model import fetch_default_model
     from selfplay.precision import update_in_bfloat16
     from selfplay.train import frozen_linears_in_bfloat16, sum_gradients_in_order
@@ -44,6 +41,19 @@ def default_update(rounds: int) -> dict:
         frozen_linears_in_bfloat16(model)
     cpu_lm_head()
     sum_gradients_in_order()
+    return model, bf16
+
+
+def default_update(rounds: int) -> dict:
+    import torch
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+
+    from selfplay import shared_prefix
+    from selfplay.lm_head import FusedLMHead
+
+    model, bf16 = default_update_model()
     generator = torch.Generator().manual_seed(0)
     rows = []
     for _ in range(2):  # groups

@@ -32,6 +32,11 @@ import contextlib
 import torch
 from transformers import AttentionInterface
 
+# On CPU a packed micro-batch's length is rounded up to a multiple of this, with columns no row attends: oneDNN
+# builds (and keeps) kernels for each new matmul shape, and the trainer's heap grew with every new length (~0.5 GB in
+# 30 default updates, each new page a fault) where rounded lengths reuse both.
+PACKED_LENGTH_STEP = 16
+
 
 def prompt_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> list[tuple[int, int]]:
     """[start, end) row ranges of consecutive rows with the same prompt ids and mask."""
@@ -52,13 +57,21 @@ def shared_prefix_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
     columns before them) encoded once; as TRL's `_get_per_token_logps_and_entropies`. `groups` cover the rows in
     order; the micro-batch's groups go through the model together (larger matmuls run nearer the CPU's peak than one
     pass per group). Packed where a group's tails are no longer than its prompt, else cached. TRL left-pads every
-    prompt to the longest of the generation batch: columns that no row of these groups attends are dropped first."""
+    prompt to the longest of the generation batch: columns that no row of these groups attends are dropped first, but
+    for those a packed length on CPU rounds up to (PACKED_LENGTH_STEP; left padding is added where too few)."""
     first = int(attention_mask[:, : input_ids.size(1) - logits_to_keep].any(0).int().argmax())  # first attended column
-    input_ids, attention_mask = input_ids[:, first:], attention_mask[:, first:]
+    prompt = input_ids.size(1) - first - logits_to_keep - 1  # the packed sequence's prompt part
     tails = max(end - start for start, end in groups) * (logits_to_keep + 1)
-    if tails <= input_ids.size(1) - logits_to_keep - 1:
-        return packed_logps(model, input_ids, attention_mask, logits_to_keep, groups, compute_entropy)
-    return cached_logps(model, input_ids, attention_mask, logits_to_keep, groups, compute_entropy)
+    if tails > prompt:
+        return cached_logps(model, input_ids[:, first:], attention_mask[:, first:], logits_to_keep, groups,
+                            compute_entropy)
+    if input_ids.device.type == "cpu":
+        first -= -(prompt + tails) % PACKED_LENGTH_STEP
+    if first < 0:
+        input_ids = torch.nn.functional.pad(input_ids, (-first, 0))
+        attention_mask, first = torch.nn.functional.pad(attention_mask, (-first, 0)), 0
+    return packed_logps(model, input_ids[:, first:], attention_mask[:, first:], logits_to_keep, groups,
+                        compute_entropy)
 
 
 def packed_logps(model, input_ids, attention_mask, logits_to_keep, groups, compute_entropy):

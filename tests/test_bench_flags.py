@@ -18,6 +18,7 @@ ROOT = Path(__file__).parent.parent
     (["bench/step_profile.py", "--micro-batch-size", "0"], "--micro-batch-size 0: it must divide"),
     (["bench/learning.py", "--paired", "no-such-run", "chess-default"], "--paired no-such-run chess-default: expected"),
     (["bench/update_parts.py", "--rounds", "0"], "--rounds 0: at least 1"),
+    (["bench/update_growth.py", "--updates", "1"], "--updates 1: at least 2"),
 ])
 def test_a_malformed_bench_flag_is_one_usage_error(argv, message):
     done = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
