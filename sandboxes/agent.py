@@ -16,10 +16,11 @@ At start it empties its capability bounding and inheritable sets, which its chil
 filter (`seccomp_filter`: no keyrings, no io_uring, no sockets but unix, IPv4/6 TCP, UDP and ping, netlink route and
 diag, no IPv6 flow labels), closes every fd but 0-2, and makes the scratch dir (its cwd) belong to 65534 (mode 0700).
 For each job it writes the files into the scratch dir (owned by 65534, as the program's own would be) and starts the
-program: oom_score_adj 1000 (the OOM killer takes it, not the agent), its own session, no supplementary groups,
-uid:gid 65534:65534 (every capability is gone, and with no_new_privs and an empty bounding set none can come back),
-every signal at its default, `stdin` from a memfd, the job's hard rlimits and environment. The agent never changes its own ids: that would clear the parent-death signal bwrap set on it. The
-agent waits for it, reaping every orphan, until it exits or the wall deadline; then the reset: SIGKILL to every
+program: oom_score_adj 1000 (the OOM killer takes it, not the agent), its own session, no supplementary groups, uid:gid
+65534:65534 (every capability is gone, and with no_new_privs and an empty bounding set none can come back), every signal
+at its default, `stdin` from a memfd, the job's hard rlimits and environment. The agent never changes its own ids: that
+would clear the parent-death signal bwrap set on it. The agent waits for it, reaping every orphan, until it exits or the
+wall deadline; then the reset: SIGKILL to every
 process but itself (kill -1, repeated, reaping, until the kernel finds none left in the pid namespace, zombies
 included: uid 65534 cannot signal the agent); stdout and stderr given back the status flags and pipe size they had,
 and every lock on them released (a program shares them, as open pipes); the scratch dir emptied (its mode, owner,
@@ -421,12 +422,17 @@ def serve(job, streams, baseline):
     cpu, oom, timeout, status = cpu_seconds(), oom_kills(), 0, None
     signal.setitimer(signal.ITIMER_REAL, max(job["wall_s"], 0.001))
     try:
-        try:
+        try:  # a failure here is the run's (exit status 127, said on stderr), as a forked child's would be
             write_files(files)
-            pid = started(path, argv, env, stdin, rlimits)
-        except OSError as error:  # the program's own failure to start, as the forked child reports it
-            os.write(2, ("sandbox: cannot run %r: %s\n" % (argv[0], error)).encode())
-            status = 127 << 8  # a wait status; a spawned child that exited 127 is reaped by the reset
+        except (OSError, ValueError) as error:
+            os.write(2, ("sandbox: cannot write the program's files: %s\n" % error).encode())
+            status = 127 << 8  # a wait status
+        else:
+            try:
+                pid = started(path, argv, env, stdin, rlimits)
+            except (OSError, ValueError) as error:
+                os.write(2, ("sandbox: cannot run %r: %s\n" % (argv[0], error)).encode())
+                status = 127 << 8  # a spawned child that exited 127 is reaped by the reset
         while status is None:
             got, waited = os.waitpid(-1, 0)
             if got == pid:

@@ -46,9 +46,14 @@ def rlimits(limits: Limits, *, processes: bool) -> list[tuple[str, int, int]]:
 
 def job(argv: list[str], files: Mapping[str, str | bytes] | None, stdin: bytes, rlimit: list, nonce: str,
         wall_s: float) -> bytes:
-    """What the agent reads on its stdin for one run; ValueError for a file name that leaves the scratch dir."""
+    """What the agent reads on its stdin for one run; ValueError for an argv that is not strings without NUL (a C
+    string would end there) or a file name that leaves the scratch dir."""
+    if not argv or not all(isinstance(arg, str) and "\0" not in arg for arg in argv):
+        raise ValueError(f"argv must be a non-empty list of strings without NUL bytes: {argv!r}")
     contents = []
     for name, content in (files or {}).items():
+        if not isinstance(name, str) or "\0" in name:
+            raise ValueError(f"file names must be strings without NUL bytes: {name!r}")
         if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
             raise ValueError(f"file names must be relative and stay in the scratch dir: {name!r}")
         contents.append((name, content.encode() if isinstance(content, str) else content))

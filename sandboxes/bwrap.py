@@ -24,9 +24,9 @@ Two ways to get there, with the same isolation:
 **Reused sandboxes, as root (the default then).** A sandbox serves up to `MAX_RUNS` runs, one at a time, through its
 agent (`sandboxes/agent.py`, as in the Docker backend): pid 1 of the sandbox, uid 0 in its user namespace with only
 SETUID, SETGID, SETPCAP, KILL, DAC_OVERRIDE, FOWNER and CHOWN there. It starts each program as 65534 with every
-capability gone (through `sandboxes/spawn.c`, built on first use and bound at /spawn.so; where no C compiler
-builds it, by a fork), and after each run kills every other process in the sandbox, checks that none is left, empties /tmp
-and puts back what else a run could change (`sandboxes/agent.py` lists it); a reset that is not clean ends the
+capability gone (through `sandboxes/spawn.c`, built on first use and bound at /spawn.so; where no C compiler builds it,
+by a fork), and after each run kills every other process in the sandbox, checks that none is left, empties /tmp and puts
+back what else a run could change (`sandboxes/agent.py` lists it); a reset that is not clean ends the
 sandbox. bwrap runs as uid 65533 on the host (through coreutils' `chroot --userspec`) and waits (`--userns-block-
 fd`) while we map two ids into its user namespace, 0 to 65533 and 65534 to 65534 (the kernel lets only root map more
 than one), and, through `nsenter`, set its IPC limits to 0 (no SysV or POSIX IPC object can outlive a run) and its

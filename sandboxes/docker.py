@@ -11,8 +11,8 @@ The image (`selfplay-sandbox:bookworm`) is a debootstrapped Debian with python3,
   semaphores or message queues, no POSIX message queue, no TCP TIME_WAIT, metrics or Fast Open, no MPTCP: nothing
   to leave behind there), a read-only root, and one writable place: the scratch dir /tmp, a tmpfs of `scratch_bytes`
   and one file per KiB of it (nosuid, nodev, noexec, owned by 65534, mode 0700), the cwd and $HOME;
-- every capability dropped but `AGENT_CAPS` (SETUID, SETGID, SETPCAP, KILL, DAC_OVERRIDE, FOWNER, for the agent
-  alone), no-new-privileges, Docker's default seccomp profile;
+- every capability dropped but `AGENT_CAPS` (SETUID, SETGID, SETPCAP, KILL, DAC_OVERRIDE, FOWNER, CHOWN, for the
+  agent alone), no-new-privileges, Docker's default seccomp profile;
 - a memory cgroup of `memory_bytes` (swap included), a pids cgroup of `processes` (the agent counts as one), ulimits
   for open files and no core files (CPU and file size only per program: the agent's CPU time adds up over runs, and
   it writes the program's stdin, of any size, into a file); no log driver (output is never stored);

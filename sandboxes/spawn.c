@@ -6,7 +6,8 @@
  * exited), runs on a stack of its own and makes only system calls: no libc state is touched, no Python code runs. It
  * does what agent.py's forked child does: every signal to its default disposition (no handler of the agent's runs
  * in it, SIGPIPE and SIGXFSZ are no longer ignored), oom_score_adj 1000, its own session, no supplementary groups,
- * uid:gid 65534:65534, the stdin fd on 0, the job's rlimits, the agent's signal mask back, then execve.
+ * uid:gid 65534:65534, the stdin fd on 0, the job's rlimits, the agent's signal mask back, then execve. Its id
+ * change, made on the memory it shares, leaves the agent not dumpable (so not ptrace-able by 65534 either).
  *
  *     cc -O2 -shared -fPIC -o spawn.so spawn.c
  */
@@ -53,7 +54,7 @@ static int child(void *arg) {
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &job->mask, NULL, sizeof job->mask);
     syscall(SYS_execve, job->path, job->argv, job->envp);
 fail:
-    job->error = errno;  /* errno is the agent's thread's: the child shares its memory and TLS */
+    job->error = errno ? errno : EIO;  /* errno is the agent's thread's: the child shares its memory and TLS */
     syscall(SYS_exit, 127);
     return 127;
 }

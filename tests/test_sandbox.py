@@ -140,6 +140,13 @@ def test_a_program_that_cannot_start_exits_127_saying_why(sandbox):
     assert py(sandbox, "print('next')").stdout == "next\n"
 
 
+def test_a_nul_byte_in_an_argument_or_file_name_is_refused_before_anything_runs(sandbox):
+    for argv, files in [(["echo", "a\0b"], None), (["true"], {"a\0b": "x"})]:  # a C string would end at the NUL
+        with pytest.raises(ValueError):
+            sandbox.run(argv, files=files)
+    assert py(sandbox, "print('next')").stdout == "next\n"
+
+
 def test_a_reused_bwrap_sandbox_starts_programs_without_forking_its_agent(sandbox):
     if not isinstance(sandbox, BwrapSandbox) or not sandbox.reuse:
         pytest.skip("reused bwrap sandboxes only")
