@@ -46,7 +46,9 @@ with its agent, every process of a sandbox goes.
 root's processes escape RLIMIT_NPROC) with `--disable-userns` and, as the pid namespace's init (`--as-pid-1`), a
 /bin/sh wrapper that sets the rlimits and runs the program as its child. As pid 1 the wrapper ignores signals sent
 from inside, so the program cannot kill it; its exit, after it reaped the program, gives bwrap (and so us) the CPU
-time used. Deadline and caps are enforced here, by SIGKILLing bwrap and the namespace's init: the kernel then kills
+time used. The program keeps the signals this process ignores ignored, as subprocess passes them on (SIGPIPE and
+SIGXFSZ, which Python ignores, are at their default; spawn.c, in a reused sandbox, sets every signal to its default).
+Deadline and caps are enforced here, by SIGKILLing bwrap and the namespace's init: the kernel then kills
 every process of the run however it forked. `--die-with-parent` kills them too if this Python process dies. A
 killed run's `cpu_s` is lost (only bwrap's own is counted). The wrapper writes `READY` to stderr before the program
 starts (stripped from `stderr`): without it the sandbox failed to start and `run` raises SandboxError, so no program
