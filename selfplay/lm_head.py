@@ -5,7 +5,9 @@ Triton kernel on GPUs, and on CPU ~20 torch ops over each (tokens x 32768) float
 float32 cast of the head's weight per tile and call. For GRPO's ~128 answer tokens a micro-batch that is ~0.1 s, as
 much as the decoder's attention. `TargetLogProbs` computes the same values with the whole vocabulary at once (the
 logits of 128 tokens are 25 MB): the logits under autocast in bfloat16 from a bfloat16 copy of the head kept across
-calls (TRL's tile is bfloat16 too), the rest in float32; the backward recomputes the logits, as TRL's does.
+calls (TRL's tile is bfloat16 too), the rest in float32. The probabilities are kept for the backward, which turns
+them into the logits' gradient in place (TRL's recomputes the logits: a third product over the vocabulary, and three
+fresh 25 MB buffers a micro-batch, each page a fault).
 The head's gradient with respect to the hidden states comes from one bfloat16 product, as autocast's own linear
 layers give theirs. Where it does not apply (a trained or biased head, softcapping, other outputs) TRL's runs.
 """
@@ -22,29 +24,33 @@ class TargetLogProbs(torch.autograd.Function):
             logits = (hidden.to(head.dtype) @ head.t()).float().mul_(scale)
             log_z = torch.logsumexp(logits, dim=-1)
             logps = logits.gather(1, targets[:, None]).squeeze(1) - log_z
+            log_p = logits.sub_(log_z[:, None])
             entropy = None
             if with_entropy:
-                log_p = logits.sub_(log_z[:, None])
-                entropy = -torch.bmm(log_p.exp()[:, None], log_p[:, :, None]).view(-1)
-        ctx.save_for_backward(hidden, weight, targets, log_z, log_z if entropy is None else entropy)
-        ctx.scale, ctx.dtype = scale, head.dtype
+                p = log_p.exp()
+                entropy = -torch.bmm(p[:, None], log_p[:, :, None]).view(-1)
+            else:
+                p = log_p.exp_()
+        ctx.save_for_backward(weight, targets, p, entropy)
+        ctx.scale, ctx.dtype, ctx.hidden_dtype = scale, head.dtype, hidden.dtype
         ctx.set_materialize_grads(False)
         return logps, entropy
 
     @staticmethod
     def backward(ctx, grad_logps, grad_entropy):
-        hidden, weight, targets, log_z, entropy = ctx.saved_tensors
+        weight, targets, p, entropy = ctx.saved_tensors  # p is the backward's buffer: a second backward raises
         head = cast(weight, ctx.dtype)
         with torch.autocast("cpu", enabled=False):
-            log_p = (hidden.to(head.dtype) @ head.t()).float().mul_(ctx.scale).sub_(log_z[:, None])
-            p = log_p.exp()
-            if grad_logps is None:
-                grad = torch.zeros_like(p)
-            else:  # d log p_target / dz_j = 1[j = target] - p_j
-                grad = (p * -grad_logps[:, None]).scatter_add_(1, targets[:, None], grad_logps[:, None].float())
+            entropy_term = None
             if grad_entropy is not None:  # d entropy / dz_j = -p_j (log p_j + entropy)
-                grad.sub_(p.mul_(log_p.add_(entropy[:, None])).mul_(grad_entropy[:, None]))
-            grad_hidden = (grad.mul_(ctx.scale).to(head.dtype) @ head).to(hidden.dtype)
+                entropy_term = torch.xlogy(p, p).add_(p * entropy[:, None]).mul_(grad_entropy[:, None])
+            if grad_logps is None:
+                grad = p.zero_()
+            else:  # d log p_target / dz_j = 1[j = target] - p_j
+                grad = p.mul_(-grad_logps[:, None]).scatter_add_(1, targets[:, None], grad_logps[:, None].float())
+            if entropy_term is not None:
+                grad.sub_(entropy_term)
+            grad_hidden = (grad.mul_(ctx.scale).to(head.dtype) @ head).to(ctx.hidden_dtype)
         return grad_hidden, None, None, None, None
 
 

@@ -54,3 +54,12 @@ def test_a_trained_head_goes_through_trls_kernel():
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
         FusedLMHead.apply(hidden, weight, None, targets, 1.0, 32, None, 1.0, ("log_probs",))[0].sum().backward()
     assert weight.grad is not None and weight.grad.abs().max() > 0
+
+
+def test_a_second_backward_through_the_head_raises_instead_of_reusing_its_spent_buffer():
+    """The backward turns the kept probabilities into the gradient in place: a retained graph cannot reuse them."""
+    hidden, weight, targets = torch.randn(4, 16, requires_grad=True), torch.randn(50, 16), torch.tensor([1, 2, 3, 4])
+    logps = FusedLMHead.apply(hidden, weight, None, targets, 1.0, 32, None, 1.0, ("log_probs",))[0]
+    logps.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        logps.sum().backward()

@@ -1,11 +1,13 @@
 """The in-process vLLM policy when its engine dies, mid-generation too (vLLM's own client then waited forever):
 restarted once, the call retried with the same samples; an engine that dies again raises PolicyError saying what to
-check. Real vLLM on the tiny model, its engine processes killed as the out-of-memory killer would."""
+check. Real vLLM on the tiny model, its engine processes killed as the out-of-memory killer would. Between two
+generations the engine's processes sleep."""
 
 import contextlib
 import logging
 import os
 import signal
+import time
 
 import psutil
 import pytest
@@ -93,5 +95,23 @@ def test_the_engine_processes_run_without_dynamo_and_still_rank_logprobs(tiny_mo
         for completion in group:
             assert len(completion.logprobs) == len(completion.completion_ids) > 0
             assert all(lp <= 0.0 for lp in completion.logprobs)
+    finally:
+        policy.close()
+
+
+@pytest.mark.slow
+def test_the_engine_processes_go_idle_when_a_generation_ends(tiny_model):
+    """The loop trains right after it generates: vLLM's worker polled its queue with sched_yield for a second after
+    each message, a core taken from the trainer (selfplay.vllm_cpu_idle cuts that window to 10 ms)."""
+    policy = VLLMPolicy(tiny_model, lora_rank=None, answer_tokens=8)
+    try:
+        engine = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")]
+        assert engine
+        for _ in range(2):  # the second generation: messages right after the first's
+            assert policy.generate(PROMPTS[:2], n=4, max_tokens=6, temperature=1.0, seed=3)[1]
+            before = sum(sum(p.cpu_times()[:2]) for p in engine)
+            time.sleep(0.5)
+            used = sum(sum(p.cpu_times()[:2]) for p in engine) - before
+            assert used < 0.15, f"vLLM's processes used {used:.2f} s of CPU in the 0.5 s after a generation"
     finally:
         policy.close()
