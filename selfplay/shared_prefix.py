@@ -97,6 +97,8 @@ def packed_logps(model, input_ids, attention_mask, logits_to_keep, groups, compu
     # causal, and a slot sees the prompt and itself only; every query sees itself (a row of padding attends nothing)
     allowed = (column[None, :] <= column[:, None]) & ((segment[None, :] == 0) | (segment[None, :] == segment[:, None]))
     mask = (allowed & seen[:, None, :]) | torch.eye(length, dtype=torch.bool, device=device)
+    if device.type == "cpu":  # packed_attention adds it to the scores
+        mask = torch.zeros(mask.shape).masked_fill_(~mask, float("-inf"))
     positions = torch.cat([torch.arange(prompt), prompt + torch.arange(tail).repeat(slots)]).to(device)
     with attention(model, "selfplay_packed") if device.type == "cpu" else contextlib.nullcontext():  # GPUs: SDPA
         outputs = model(input_ids=ids, attention_mask=mask[:, None], position_ids=positions.expand(len(groups), -1),
@@ -134,14 +136,15 @@ def cached_logps(model, input_ids, attention_mask, logits_to_keep, groups, compu
 
 
 def packed_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """Attention under a boolean (batch, 1, L, L) mask, as transformers calls its attention functions: the scores as
-    two matmuls and a softmax in float32 (under autocast the matmuls take bfloat16, as SDPA's inputs are cast). A
-    key/value head's query heads go through it together (grouped-query attention without repeating the keys)."""
+    """Attention under a float32 (batch, 1, L, L) mask of 0 and -inf (added to the scores), as transformers calls its
+    attention functions: the scores as two matmuls and a softmax in float32 (under autocast the matmuls take
+    bfloat16, as SDPA's inputs are cast). A key/value head's query heads go through it together (grouped-query
+    attention without repeating the keys)."""
     batch, heads, length, dim = query.shape
     kv_heads = key.size(1)
     grouped = query.reshape(batch, kv_heads, heads // kv_heads * length, dim)
     scores = torch.matmul(grouped, key.transpose(2, 3)).view(batch, kv_heads, heads // kv_heads, length, -1)
-    scores = scores.float().mul_(scaling).masked_fill_(~attention_mask[:, :, None], float("-inf"))
+    scores = torch.add(attention_mask[:, :, None], scores, alpha=scaling)  # in float32, one pass
     probs = torch.nn.functional.dropout(torch.softmax(scores, dim=-1), p=dropout, training=module.training)
     out = torch.matmul(probs.to(value.dtype).view(batch, kv_heads, heads // kv_heads * length, -1), value)
     return out.view(batch, heads, length, dim).transpose(1, 2), None
