@@ -339,13 +339,17 @@ def frozen_linears_in_bfloat16(model) -> None:
     autocast. Autocast casts them at every forward anyway and keeps the copies for the backward: the results are
     the same to the bit, and the trainer holds half the bytes for them and no copies. The embedding (tied to the LM
     head) and the norms stay float32 (autocast keeps those in float32), copied out of the checkpoint file that
-    transformers maps, so that the mapping goes: its float32 pages stay resident once a forward has read them."""
+    transformers maps, so that the mapping goes: its float32 pages stay resident once a forward has read them.
+    PEFT's cast of a layer's input to the adapter's float32 is turned off: autocast casts it to bfloat16 for the
+    adapter's product anyway, and a bfloat16 input (the attention's output, the MLP's product) went to float32 and
+    back at each forward and backward, to the same values."""
     import torch
     from peft.tuners.lora import LoraLayer
 
     for module in model.modules():
         if isinstance(module, LoraLayer) and isinstance(module.base_layer, torch.nn.Linear):
             module.base_layer.weight.data = module.base_layer.weight.data.to(torch.bfloat16)
+            module.cast_input_dtype_enabled = False
     for param in model.parameters():
         if not param.requires_grad and param.dtype == torch.float32:
             param.data = param.data.clone()

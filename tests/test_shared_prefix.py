@@ -133,7 +133,8 @@ def test_frozen_weights_stored_in_bfloat16_give_autocasts_results_to_the_bit(tin
                                                                             tmp_path):
     """Under bfloat16 autocast build_trainer stores the LoRA layers' frozen base weights in bfloat16
     (selfplay.train.frozen_linears_in_bfloat16): the logprobs and the adapter's gradients equal, bit for bit, those
-    of the same model with its float32 weights cast by autocast at each op; the embedding and norms stay float32,
+    of the same model with its float32 weights cast by autocast at each op and its inputs cast to the adapter's
+    float32 by PEFT (turned off there); the embedding and norms stay float32,
     out of the checkpoint file's mapping."""
     import copy
 
@@ -159,6 +160,8 @@ def test_frozen_weights_stored_in_bfloat16_give_autocasts_results_to_the_bit(tin
     assert layers
     for name, layer in layers.items():
         layer.base_layer.weight.data = original[name.removeprefix("base_model.model.") + ".weight"].clone()
+        layer.cast_input_dtype_enabled = True  # PEFT's own cast of the input to the adapter's float32
+    assert not any(m.cast_input_dtype_enabled for m in stored.model.modules() if isinstance(m, LoraLayer))
     dtypes = {n: p.dtype for n, p in stored.model.named_parameters()}
     assert {dtypes[n] for n in dtypes if "base_layer" in n} == {torch.bfloat16}
     assert {dtypes[n] for n in dtypes if "base_layer" not in n} == {torch.float32}  # LoRA, embedding, norms
