@@ -1,8 +1,9 @@
 """Two parts of the GRPO update, each against what it replaced, alternated in one run on the default model.
 
 - attention of the packed groups: `selfplay.shared_prefix.packed_attention` against transformers' SDPA (torch's CPU
-  kernel for a boolean mask), in a whole micro-step of the default chess update: 2 groups of a 112-token prompt and
-  8 answers of 8 tokens, LoRA r=16 on the default model, bfloat16 autocast where the CPU has it, forward and backward;
+  kernel, for the same mask: a float 0/-inf bias since 2026-12-05), in a whole micro-step of the default chess
+  update: 2 groups of a 112-token prompt and 8 answers of 8 tokens, LoRA r=16 on the default model, bfloat16
+  autocast where the CPU has it, forward and backward;
 - the LM head: `selfplay.lm_head` (one pass over the vocabulary) against TRL's `ChunkedLogProbFunction` (its CPU
   tiles), logprobs and entropies of the micro-batch's 128 answer tokens, forward and backward.
 

@@ -10,6 +10,9 @@ there. GPU machines keep vLLM's own setting (their cores are many).
 vLLM loads `vllm.general_plugins` entry points in every process it starts, as for `selfplay.vllm_cpu_lora`.
 """
 
+import logging
+
+log = logging.getLogger(__name__)
 IDLE_AFTER_S = 0.01
 
 
@@ -19,8 +22,11 @@ def register() -> None:
 
     if not current_platform.is_cpu():
         return
-    from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
-
+    try:
+        from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
+    except ImportError as error:  # another vLLM: it may poll its own way; the loop still runs
+        log.warning("vLLM's processes keep their own idle wait: %s", error)
+        return
     if getattr(SpinCondition, "idle_after_s", None) is not None:  # registered already in this process
         return
     wait = SpinCondition.wait
