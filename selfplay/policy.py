@@ -23,10 +23,6 @@ log = logging.getLogger(__name__)
 
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts; adapters up to it
-# KV cache block on CPU: the smallest vLLM's CPU attention takes (its default is 128). The prefix cache holds whole
-# blocks, so each of a group's samples recomputes its prompt's last partial block: 1.5x faster prefill of a chess
-# batch (4 prompts of ~190 tokens x 8 samples) than with 128
-CPU_BLOCK_SIZE = 32
 # The environment of vLLM's engine processes on CPU. vLLM CPU keeps a core free by default and serves on the rest: one
 # core of two here; the loop generates and trains in turn, so generation gets every core (1.56x the tokens/s on 2
 # cores). Dynamo off: with enforce_eager the only compiled function left is the sampler's logprob-rank count
@@ -69,6 +65,8 @@ class VLLMPolicy:
     ):
         import torch
 
+        from selfplay.vllm_cpu_blocks import cpu_block_size
+
         self.on_cuda = torch.cuda.is_available()
         self.engine_args = dict(
             model=model,
@@ -90,7 +88,7 @@ class VLLMPolicy:
             # vLLM 0.32's CPU path crashes ("CPU Generator does not use offset") when a seeded request's prefill is
             # split over steps (e.g. 40 seeded code prompts x 5 samples): whole prefills only
             self.engine_args["enable_chunked_prefill"] = False
-            self.engine_args["block_size"] = CPU_BLOCK_SIZE
+            self.engine_args["block_size"] = cpu_block_size()
         self.version = 0  # policy version served now: 0 = the base weights, k = adapter after update k
         self.lora = None
         self.prefill_seconds: float | None = None  # of the last generate call: until every request's first token

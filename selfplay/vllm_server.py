@@ -31,8 +31,9 @@ from pathlib import Path
 import requests
 
 from selfplay.interrupts import die_with_parent
-from selfplay.policy import (CPU_BLOCK_SIZE, CPU_ENGINE_ENV, VLLM_LORA_RANKS, Completion, PolicyError,
+from selfplay.policy import (CPU_ENGINE_ENV, VLLM_LORA_RANKS, Completion, PolicyError,
                              cpu_kv_cache_bytes)
+from selfplay.vllm_cpu_blocks import cpu_block_size
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class VLLMServer:
             # CUDA: a share of the GPU, as the in-process engine takes (trainer processes may share it)
             *(["--gpu-memory-utilization", "0.3"] if on_cuda else [
                 "--enforce-eager", "--kv-cache-memory-bytes", str(cpu_kv_cache_bytes(answer_tokens)),
-                "--no-enable-chunked-prefill", "--block-size", str(CPU_BLOCK_SIZE)]),
+                "--no-enable-chunked-prefill", "--block-size", str(cpu_block_size())]),
             *(extra_args or []),
         ]
         self.process: subprocess.Popen | None = None
