@@ -5,7 +5,7 @@ samples after the first recomputes its prompt's last, partial block. With blocks
 as many tokens again as the prompt for a chess group of 8; with 16, half of it. vLLM 0.32's CPU backend asks for
 multiples of 32 (`get_supported_kernel_block_sizes`), but its kernels take multiples of 16 (`cpu_attn.cpp` checks
 `block_size % BlockSizeAlignment`, 16 for the `vec16` kernels it picks for such blocks); 8 fails that check.
-tests/test_policy.py checks that a 16-token cache gives the logprobs a 32-token one gives.
+tests/test_vllm_cpu_blocks.py checks that samples through 16-token blocks keep the trainer's logprobs.
 
 vLLM loads `vllm.general_plugins` entry points in every process it starts, as for `selfplay.vllm_cpu_lora`; the
 policy calls `cpu_block_size()`, which registers it in its own process and says which size to ask for.
@@ -32,13 +32,14 @@ def register() -> bool:
     except ImportError as error:
         log.warning("vLLM's CPU attention keeps its own block sizes: %s", error)
         return False
-    sizes = CPUAttentionBackend.get_supported_kernel_block_sizes()
     if getattr(CPUAttentionBackend, "blocks_of_16", False):  # registered already in this process
         return True
+    sizes = CPUAttentionBackend.get_supported_kernel_block_sizes()
     if [getattr(size, "base", size) for size in sizes] != [VLLM_BLOCK_SIZE]:
         log.warning("vLLM's CPU attention offers %s blocks, not multiples of 32: left as it is", sizes)
         return False
-    CPUAttentionBackend.get_supported_kernel_block_sizes = staticmethod(lambda kv_cache_spec=None: [MultipleOf(BLOCK_SIZE)])
+    CPUAttentionBackend.get_supported_kernel_block_sizes = staticmethod(
+        lambda kv_cache_spec=None: [MultipleOf(BLOCK_SIZE)])
     CPUAttentionBackend.blocks_of_16 = True
     return True
 
